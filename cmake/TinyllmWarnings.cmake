@@ -1,0 +1,17 @@
+# Warnings, sanitizers and optimisation flags shared by every target of the project.
+add_library(tinyllm_flags INTERFACE)
+target_compile_options(tinyllm_flags INTERFACE -Wall -Wextra -Wpedantic
+                                                 # Stubs leave parameters unused until the learner writes them.
+                                                 -Wno-unused-parameter)
+if(TINYLLM_WERROR)
+  target_compile_options(tinyllm_flags INTERFACE -Werror)
+endif()
+if(TINYLLM_SANITIZE)
+  target_compile_options(tinyllm_flags INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                                                 -fno-sanitize-recover=undefined)
+  target_link_options(tinyllm_flags INTERFACE -fsanitize=address,undefined)
+endif()
+if(TINYLLM_NATIVE)
+  target_compile_options(tinyllm_flags INTERFACE -march=native)
+endif()
+target_link_libraries(tinyllm_flags INTERFACE OpenMP::OpenMP_CXX)

@@ -1,0 +1,9 @@
+# The course's chapters, declared once each (see cmake/TinyllmChapter.cmake). Order matters: a chapter may only
+# depend on chapters declared above it.
+tinyllm_chapter(ch1.1 WEEK week1 DIR ch1_1_attention TITLE "Attention and multi-head attention")
+tinyllm_chapter(ch1.2 WEEK week1 DIR ch1_2_rope TITLE "Rotary positional encoding" DEPENDS ch1.1)
+tinyllm_chapter(ch1.3 WEEK week1 DIR ch1_3_gqa TITLE "Grouped-query attention" DEPENDS ch1.1 ch1.2)
+tinyllm_chapter(ch1.4 WEEK week1 DIR ch1_4_rmsnorm_mlp TITLE "RMSNorm and the SwiGLU MLP" DEPENDS ch1.1)
+tinyllm_chapter(ch1.5 WEEK week1 DIR ch1_5_qwen2_model TITLE "The Qwen2 model" DEPENDS ch1.3 ch1.4)
+tinyllm_chapter(ch1.6 WEEK week1 DIR ch1_6_generate TITLE "Generating text" DEPENDS ch1.5)
+tinyllm_chapter(ch1.7 WEEK week1 DIR ch1_7_sampling TITLE "Sampling" DEPENDS ch1.6)

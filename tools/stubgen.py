@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Generates the learner stubs (week1/, week2/, week3/) from the reference solution tree.
+
+Every region of a reference header between
+    // SOLUTION BEGIN ch1.1 Task 2
+    // SOLUTION END
+is replaced by one line `TINYLLM_TODO("ch1.1", "Task 2");` at the marker's indentation. Everything else is
+copied as it is, so the committed stubs and the reference differ only inside the solution bodies.
+
+    python3 tools/stubgen.py            # write week*/ from reference/week*/
+    python3 tools/stubgen.py --check    # exit 1 (and show a diff) if the committed stubs have drifted
+Standard library only.
+"""
+import argparse
+import difflib
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BEGIN = re.compile(r"^(?P<indent>\s*)// SOLUTION BEGIN (?P<chapter>ch\d+\.\d+) (?P<task>Task \d+)\s*$")
+END = re.compile(r"^\s*// SOLUTION END\s*$")
+TODO_INCLUDE = '#include "tinyllm/todo.hpp"'
+
+
+class StubError(Exception):
+    pass
+
+
+def make_stub(text: str, where: str) -> str:
+    out = []
+    region = None  # (line number, chapter, task)
+    regions = 0
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        begin, end = BEGIN.match(line), END.match(line)
+        if region is None:
+            if begin:
+                region = (number, begin["chapter"], begin["task"])
+                regions += 1
+                out.append(f'{begin["indent"]}TINYLLM_TODO("{begin["chapter"]}", "{begin["task"]}");\n')
+            elif end:
+                raise StubError(f"{where}:{number}: SOLUTION END without SOLUTION BEGIN")
+            elif "SOLUTION" in line and "//" in line:
+                raise StubError(f"{where}:{number}: malformed SOLUTION marker: {line.strip()}")
+            else:
+                out.append(line)
+        else:
+            if begin:
+                raise StubError(f"{where}:{number}: nested SOLUTION BEGIN (region opened at line {region[0]})")
+            if end:
+                region = None
+    if region is not None:
+        raise StubError(f"{where}:{region[0]}: SOLUTION BEGIN {region[1]} {region[2]} is never closed")
+    if regions and TODO_INCLUDE not in text:
+        raise StubError(f"{where}: has solution regions but does not {TODO_INCLUDE}")
+    return "".join(out)
+
+
+def expected_stubs() -> dict:
+    stubs = {}
+    for source in sorted((ROOT / "reference").glob("week*/**/*")):
+        if not source.is_file():
+            continue
+        relative = source.relative_to(ROOT / "reference")
+        text = source.read_text(encoding="utf-8")
+        stubs[ROOT / relative] = make_stub(text, str(source.relative_to(ROOT))) if source.suffix in (
+            ".hpp", ".h", ".cpp") else text
+    return stubs
+
+
+def learner_files() -> set:
+    return {p for week in ("week1", "week2", "week3") for p in (ROOT / week).glob("**/*")
+            if p.is_file() and p.name != "README.md"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare, write nothing")
+    args = parser.parse_args()
+    try:
+        stubs = expected_stubs()
+    except StubError as error:
+        print(f"stubgen: {error}", file=sys.stderr)
+        return 2
+    drift = 0
+    for path, text in stubs.items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        if args.check:
+            drift += 1
+            shown = path.relative_to(ROOT)
+            print(f"stubgen: {shown} differs from what reference/{shown} generates:")
+            sys.stdout.writelines(difflib.unified_diff((current or "").splitlines(keepends=True),
+                                                       text.splitlines(keepends=True),
+                                                       f"committed/{shown}", f"generated/{shown}"))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"stubgen: wrote {path.relative_to(ROOT)}")
+    for extra in sorted(learner_files() - set(stubs)):
+        drift += 1
+        print(f"stubgen: {extra.relative_to(ROOT)} has no counterpart in reference/")
+    if args.check:
+        if drift:
+            print(f"stubgen: {drift} file(s) drifted; run `python3 tools/stubgen.py` and commit the result")
+            return 1
+        print(f"stubgen: {len(stubs)} stub file(s) match the reference")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
