@@ -15,9 +15,10 @@ struct DTypeEntry {
 };
 
 constexpr DTypeEntry kDTypes[] = {
-    {DType::F32, "F32", 4}, {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2}, {DType::F64, "F64", 8},
-    {DType::I8, "I8", 1},   {DType::U8, "U8", 1},   {DType::I16, "I16", 2},   {DType::I32, "I32", 4},
-    {DType::I64, "I64", 8}, {DType::U32, "U32", 4}, {DType::BOOL, "BOOL", 1},
+    {DType::F32, "F32", 4}, {DType::F16, "F16", 2},   {DType::BF16, "BF16", 2},
+    {DType::F64, "F64", 8}, {DType::I8, "I8", 1},     {DType::U8, "U8", 1},
+    {DType::I16, "I16", 2}, {DType::I32, "I32", 4},   {DType::I64, "I64", 8},
+    {DType::U32, "U32", 4}, {DType::BOOL, "BOOL", 1},
 };
 
 const DTypeEntry& entry(DType dtype) {
@@ -50,12 +51,18 @@ DType dtype_from_string(const std::string& name) {
   throw DTypeError("unknown dtype \"" + name + "\" (tiny-llm.cpp knows " + known + ")");
 }
 
-std::string dtype_name(DType dtype) { return entry(dtype).name; }
+std::string dtype_name(DType dtype) {
+  return entry(dtype).name;
+}
 
-size_t dtype_size(DType dtype) { return entry(dtype).size; }
+size_t dtype_size(DType dtype) {
+  return entry(dtype).size;
+}
 
 // bfloat16 is the upper half of a float32: same sign and 8-bit exponent, 7 mantissa bits.
-float bf16_to_f32(uint16_t bits) { return bits_float(static_cast<uint32_t>(bits) << 16); }
+float bf16_to_f32(uint16_t bits) {
+  return bits_float(static_cast<uint32_t>(bits) << 16);
+}
 
 // float16: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
 float f16_to_f32(uint16_t bits) {
@@ -78,7 +85,8 @@ uint16_t f32_to_bf16(float value) {
     // A quiet NaN with the sign kept (truncating could turn a NaN with a low payload into inf).
     return static_cast<uint16_t>((bits >> 16) | 0x0040u);
   }
-  // Round to nearest even on the 16 dropped bits; a carry into the exponent is the correct result (up to inf).
+  // Round to nearest even on the 16 dropped bits; a carry into the exponent is the correct result
+  // (up to inf).
   const uint32_t rounding_bias = 0x7FFFu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>((bits + rounding_bias) >> 16);
 }
@@ -89,7 +97,8 @@ uint16_t f32_to_f16(float value) {
   const uint32_t exponent = (bits >> 23) & 0xFFu;
   const uint32_t mantissa = bits & 0x7FFFFFu;
 
-  if (exponent == 0xFF) return mantissa ? static_cast<uint16_t>(sign | 0x7E00u) : static_cast<uint16_t>(sign | 0x7C00u);
+  if (exponent == 0xFF)
+    return mantissa ? static_cast<uint16_t>(sign | 0x7E00u) : static_cast<uint16_t>(sign | 0x7C00u);
 
   // Rounds `significand >> shift` to nearest, ties to even.
   auto round_shift = [](uint32_t significand, int shift) {
@@ -99,18 +108,22 @@ uint16_t f32_to_f16(float value) {
     return kept + ((rest > half || (rest == half && (kept & 1u))) ? 1u : 0u);
   };
 
-  const int e16 = static_cast<int>(exponent) - 127 + 15;  // biased f16 exponent if the value is normal in f16
+  // The biased f16 exponent, if the value is a normal f16 number.
+  const int e16 = static_cast<int>(exponent) - 127 + 15;
   if (e16 >= 0x1F) return static_cast<uint16_t>(sign | 0x7C00u);  // too large: inf
   if (e16 >= 1) {
-    // Normal: keep 10 of the 23 mantissa bits. A rounding carry moves into the exponent, up to inf (0x7C00).
+    // Normal: keep 10 of the 23 mantissa bits. A rounding carry moves into the exponent, up to inf
+    // (0x7C00).
     const uint32_t result = round_shift((static_cast<uint32_t>(e16) << 23) | mantissa, 13);
     return static_cast<uint16_t>(sign | (result >= 0x7C00u ? 0x7C00u : result));
   }
   // Subnormal in f16 (or zero): the value is mantissa16 * 2^-24.
-  const int shift = 14 - e16;  // from the 24-bit significand (implicit 1 included) down to 2^-24 units
+  // Shift from the 24-bit significand (implicit 1 included) down to units of 2^-24.
+  const int shift = 14 - e16;
   if (exponent == 0 || shift > 24) return sign;  // below half of the smallest subnormal: +-0
   const uint32_t significand = 0x800000u | mantissa;
-  // round_shift may return 0x400, which is exactly the smallest normal f16 (exponent 1, mantissa 0).
+  // round_shift may return 0x400, which is exactly the smallest normal f16 (exponent 1, mantissa
+  // 0).
   return static_cast<uint16_t>(sign | round_shift(significand, shift));
 }
 

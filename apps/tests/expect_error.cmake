@@ -1,0 +1,27 @@
+# Runs EXE with ARGS (joined by "@@") and passes only if it exits with code 2 and prints exactly one line,
+# "error: ...", on stderr that matches REGEX (a CMake regular expression), with nothing on stdout.
+#   cmake -DEXE=tinyllm-ref -DREGEX="--top-p must be" -DARGS="generate@@--top-p@@2" -P expect_error.cmake
+string(REPLACE "@@" ";" args "${ARGS}")
+execute_process(COMMAND "${EXE}" ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
+                INPUT_FILE /dev/null)
+string(REGEX REPLACE "\n$" "" err_line "${err}")
+set(problems "")
+if(NOT rc STREQUAL "2")
+  string(APPEND problems "exit code ${rc}, expected 2; ")
+endif()
+if(err_line MATCHES "\n")
+  string(APPEND problems "stderr has more than one line; ")
+endif()
+if(NOT err_line MATCHES "^error: ")
+  string(APPEND problems "stderr does not start with 'error: '; ")
+endif()
+if(NOT err_line MATCHES "${REGEX}")
+  string(APPEND problems "stderr does not match '${REGEX}'; ")
+endif()
+if(NOT out STREQUAL "")
+  string(APPEND problems "stdout is not empty; ")
+endif()
+if(problems)
+  message(FATAL_ERROR "${problems}\n  command: ${EXE} ${args}\n  stderr: ${err}\n  stdout: ${out}")
+endif()
+message(STATUS "ok: exit 2, ${err_line}")

@@ -1,0 +1,231 @@
+#include "cli.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+namespace tinyllm::app {
+namespace {
+
+const char* const kModelHelp =
+    "  --model DIR         a Hugging Face Qwen2 directory (config.json, *.safetensors, "
+    "tokenizer.json);\n"
+    "                      default: $TINYLLM_MODEL_DIR, else the embedded data/models/tiny-qwen2\n";
+
+const char* const kSamplingHelp =
+    "  --temperature T     0 = greedy (default); > 0 samples from softmax(logits / T)\n"
+    "  --top-k K           keep the K most likely tokens (0 = off, default)\n"
+    "  --top-p P           keep the smallest set of tokens with probability >= P, 0 < P <= 1 (1 = "
+    "off)\n"
+    "  --seed S            seed of the sampler's random numbers (default 0)\n"
+    "  --max-tokens N      generate at most N tokens (default: up to 256, as many as fit in the "
+    "context)\n";
+
+std::string trim(const std::string& s) {
+  const auto begin = s.find_first_not_of(" \t");
+  if (begin == std::string::npos) return "";
+  const auto end = s.find_last_not_of(" \t");
+  return s.substr(begin, end - begin + 1);
+}
+
+}  // namespace
+
+const std::vector<CommandSpec>& command_specs() {
+  static const std::vector<CommandSpec> specs = {
+      {"chat",
+       {"model", "prompt", "system", "temperature", "top-k", "top-p", "seed", "max-tokens"},
+       std::string(
+           "usage: tinyllm chat [--prompt TEXT] [--system TEXT] [options]\n\n"
+           "Chats with the model through the Qwen2 chat template, streaming the answer to stdout.\n"
+           "With --prompt: one question, one answer. Without: an interactive conversation that "
+           "reads one\n"
+           "message per line from stdin until end of input or /exit, keeping the history across "
+           "turns.\n"
+           "Token counts and tokens/s go to stderr.\n\n"
+           "options:\n"
+           "  --prompt TEXT       the user's message (one-shot mode)\n"
+           "  --system TEXT       the system prompt (default \"You are a helpful assistant.\")\n") +
+           kSamplingHelp + kModelHelp},
+      {"generate",
+       {"model", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens"},
+       std::string(
+           "usage: tinyllm generate --prompt TEXT [options]\n\n"
+           "Continues raw text (no chat template), streaming the continuation to stdout.\n\n"
+           "options:\n"
+           "  --prompt TEXT       the text to continue (required)\n") +
+           kSamplingHelp + kModelHelp},
+      {"tokenize",
+       {"model", "text"},
+       std::string("usage: tinyllm tokenize --text TEXT [--model DIR]\n\n"
+                   "Prints the token ids of TEXT as a JSON array (special tokens such as "
+                   "<|im_end|> in the text\n"
+                   "are recognised). Needs only the model directory's tokenizer.json.\n\n"
+                   "options:\n"
+                   "  --text TEXT         the text to encode (required)\n") +
+           kModelHelp},
+      {"logits",
+       {"model", "ids", "out"},
+       std::string(
+           "usage: tinyllm logits --ids 1,2,3 --out FILE [--model DIR]\n\n"
+           "Runs the model once on the ids (a batch of one) and writes the logits of every "
+           "position,\n"
+           "L x V, to FILE: FILE.safetensors gets the f32 tensor \"logits\" [L, V] and the int64 "
+           "tensor\n"
+           "\"ids\" [L]; FILE.json gets {\"ids\": [...], \"shape\": [L, V], \"logits\": [[...], "
+           "...]}.\n"
+           "Compare them with Hugging Face's model(input_ids).logits[0]. Needs no tokenizer.\n\n"
+           "options:\n"
+           "  --ids LIST          comma-separated token ids (required)\n"
+           "  --out FILE          output file, .safetensors or .json (required)\n") +
+           kModelHelp},
+  };
+  return specs;
+}
+
+const CommandSpec* find_command(const std::string& name) {
+  for (const auto& spec : command_specs()) {
+    if (spec.name == name) return &spec;
+  }
+  return nullptr;
+}
+
+std::string general_help(const std::string& program) {
+  return "usage: " + program +
+         " <command> [options]\n\n"
+         "A small Qwen2 inference engine (tiny-llm.cpp).\n\n"
+         "commands:\n"
+         "  chat       chat with the model (interactive, or one-shot with --prompt)\n"
+         "  generate   continue raw text, no chat template\n"
+         "  tokenize   print the token ids of a text as JSON\n"
+         "  logits     write the logits of every position to a .safetensors or .json file\n\n"
+         "Run `" +
+         program + " <command> --help` for a command's options.\n";
+}
+
+CommandLine parse_command_line(const std::vector<std::string>& args) {
+  CommandLine cl;
+  if (args.empty()) throw UsageError("no command given (try --help)");
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    cl.command = "help";
+    if (args.size() > 1) cl.flags["topic"] = args[1];
+    return cl;
+  }
+  const CommandSpec* spec = find_command(args[0]);
+  if (spec == nullptr) {
+    throw UsageError("unknown command '" + args[0] +
+                     "' (commands: chat, generate, tokenize, logits)");
+  }
+  cl.command = spec->name;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      cl.flags["help"] = "";
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+      throw UsageError(cl.command + ": unexpected argument '" + arg +
+                       "' (flags look like --name VALUE)");
+    }
+    std::string name = arg.substr(2), value;
+    bool has_value = false;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    const auto& allowed = spec->value_flags;
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      throw UsageError(cl.command + ": unknown option --" + name + " (see " + cl.command +
+                       " --help)");
+    }
+    if (!has_value) {
+      if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
+      value = args[++i];
+    }
+    if (cl.flags.count(name) != 0) throw UsageError("--" + name + " is given twice");
+    cl.flags[name] = value;
+  }
+  return cl;
+}
+
+int64_t parse_int(const std::string& flag, const std::string& text) {
+  const std::string t = trim(text);
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
+  if (t.empty() || ec != std::errc() || end != t.data() + t.size()) {
+    throw UsageError("--" + flag + ": '" + text + "' is not an integer");
+  }
+  return value;
+}
+
+float parse_float(const std::string& flag, const std::string& text) {
+  const std::string t = trim(text);
+  char* end = nullptr;
+  const double value = t.empty() ? 0.0 : std::strtod(t.c_str(), &end);
+  if (t.empty() || end != t.c_str() + t.size()) {
+    throw UsageError("--" + flag + ": '" + text + "' is not a number");
+  }
+  if (!std::isfinite(value) || std::fabs(value) > std::numeric_limits<float>::max()) {
+    throw UsageError("--" + flag + ": '" + text + "' is not a finite number");
+  }
+  return static_cast<float>(value);
+}
+
+TokenIds parse_ids(const std::string& flag, const std::string& text) {
+  TokenIds ids;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    const std::string item =
+        trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    int64_t value = -1;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || value < 0 ||
+        value > std::numeric_limits<TokenId>::max()) {
+      throw UsageError(
+          "--" + flag + ": '" + item + "' in '" + text +
+          "' is not a token id (expected comma-separated non-negative integers like 1,2,3)");
+    }
+    ids.push_back(static_cast<TokenId>(value));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return ids;
+}
+
+SamplingFlags parse_sampling_flags(const CommandLine& cl) {
+  SamplingFlags s;
+  if (cl.has("temperature")) {
+    s.temperature = parse_float("temperature", cl.flags.at("temperature"));
+    if (s.temperature < 0.0f) {
+      throw UsageError("--temperature must be >= 0 (0 means greedy), got " +
+                       cl.flags.at("temperature"));
+    }
+  }
+  if (cl.has("top-k")) {
+    s.top_k = parse_int("top-k", cl.flags.at("top-k"));
+    if (s.top_k < 0)
+      throw UsageError("--top-k must be >= 0 (0 turns it off), got " + cl.flags.at("top-k"));
+  }
+  if (cl.has("top-p")) {
+    s.top_p = parse_float("top-p", cl.flags.at("top-p"));
+    if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
+      throw UsageError("--top-p must be in (0, 1] (1 turns it off), got " + cl.flags.at("top-p"));
+    }
+  }
+  if (cl.has("seed")) {
+    const int64_t seed = parse_int("seed", cl.flags.at("seed"));
+    if (seed < 0) throw UsageError("--seed must be >= 0, got " + cl.flags.at("seed"));
+    s.seed = static_cast<uint64_t>(seed);
+  }
+  if (cl.has("max-tokens")) {
+    s.max_tokens = parse_int("max-tokens", cl.flags.at("max-tokens"));
+    if (*s.max_tokens < 1)
+      throw UsageError("--max-tokens must be >= 1, got " + cl.flags.at("max-tokens"));
+  }
+  return s;
+}
+
+}  // namespace tinyllm::app

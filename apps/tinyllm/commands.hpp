@@ -1,0 +1,20 @@
+// The subcommands of `tinyllm`. Each returns the process exit code; errors are thrown (UsageError,
+// tinyllm::Error, NotImplemented) and turned into one "error: ..." line by main().
+#pragma once
+
+#include <filesystem>
+
+#include "cli.hpp"
+
+namespace tinyllm::app {
+
+/// The model directory: --model, else $TINYLLM_MODEL_DIR, else the embedded model compiled in.
+/// Throws tinyllm::FormatError if it is not an existing directory.
+std::filesystem::path resolve_model_dir(const CommandLine& cl);
+
+int run_chat(const CommandLine& cl);
+int run_generate(const CommandLine& cl);
+int run_tokenize(const CommandLine& cl);
+int run_logits(const CommandLine& cl);
+
+}  // namespace tinyllm::app

@@ -1,0 +1,221 @@
+#include "tinyllm/config.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tinyllm/errors.hpp"
+
+namespace tinyllm {
+namespace {
+
+using json = nlohmann::json;
+
+json parse_json(const std::string& text, const std::string& source_name) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    // e.what() carries the parser's position, e.g. "syntax error while parsing object - ... at line
+    // 3, column 5".
+    throw FormatError(source_name + " is not valid JSON: " + e.what());
+  }
+}
+
+std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FormatError("cannot read " + path.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Typed access to one config field; every message names the field and the file.
+class Fields {
+ public:
+  Fields(const json& root, const std::string& source) : root_(root), source_(source) {}
+
+  bool has(const char* key) const { return root_.contains(key) && !root_[key].is_null(); }
+
+  const json& require(const char* key) const {
+    if (!has(key)) throw ConfigError(source_ + " has no \"" + key + "\" (a Qwen2 config needs it)");
+    return root_[key];
+  }
+
+  int64_t integer(const char* key) const { return to_integer(require(key), key); }
+  int64_t integer(const char* key, int64_t fallback) const {
+    return has(key) ? integer(key) : fallback;
+  }
+
+  int64_t positive(const char* key) const { return check_positive(integer(key), key); }
+  int64_t positive(const char* key, int64_t fallback) const {
+    return check_positive(integer(key, fallback), key);
+  }
+
+  float number(const char* key) const {
+    const json& v = require(key);
+    if (!v.is_number()) throw type_error(key, "a number", v);
+    const double d = v.get<double>();
+    if (!(d > 0.0) || d > std::numeric_limits<float>::max()) {
+      throw ConfigError(source_ + ": \"" + key + "\" must be a positive number, got " + v.dump());
+    }
+    return static_cast<float>(d);
+  }
+  float number(const char* key, float fallback) const { return has(key) ? number(key) : fallback; }
+
+  bool boolean(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = root_[key];
+    if (!v.is_boolean()) throw type_error(key, "true or false", v);
+    return v.get<bool>();
+  }
+
+  std::string string(const char* key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = root_[key];
+    if (!v.is_string()) throw type_error(key, "a string", v);
+    return v.get<std::string>();
+  }
+
+  /// An int or a list of ints (eos_token_id); empty if absent.
+  std::vector<int64_t> integers(const char* key) const {
+    std::vector<int64_t> out;
+    if (!has(key)) return out;
+    const json& v = root_[key];
+    if (v.is_array()) {
+      for (const json& item : v) out.push_back(to_integer(item, key));
+    } else if (v.is_number_integer()) {
+      out.push_back(to_integer(v, key));
+    } else {
+      throw type_error(key, "an integer or a list of integers", v);
+    }
+    return out;
+  }
+
+  ConfigError type_error(const char* key, const char* expected, const json& v) const {
+    return ConfigError(source_ + ": \"" + key + "\" must be " + expected + ", got " +
+                       v.type_name() + " " + v.dump());
+  }
+
+ private:
+  int64_t to_integer(const json& v, const char* key) const {
+    if (!v.is_number_integer()) throw type_error(key, "an integer", v);
+    if (v.is_number_unsigned() &&
+        v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      throw ConfigError(source_ + ": \"" + key + "\" is too large: " + v.dump());
+    }
+    return v.get<int64_t>();
+  }
+
+  int64_t check_positive(int64_t value, const char* key) const {
+    if (value <= 0) {
+      throw ConfigError(source_ + ": \"" + key + "\" must be a positive integer, got " +
+                        std::to_string(value));
+    }
+    return value;
+  }
+
+  const json& root_;
+  const std::string& source_;
+};
+
+void check_architecture(const json& root, const std::string& source) {
+  const Fields f(root, source);
+  if (f.has("model_type")) {
+    const std::string model_type = f.string("model_type", "");
+    if (model_type != "qwen2") {
+      throw ConfigError(
+          source + " describes a \"" + model_type +
+          "\" model (model_type), but tiny-llm.cpp runs Qwen2 models (model_type \"qwen2\")");
+    }
+    return;
+  }
+  std::string found;
+  if (f.has("architectures")) {
+    const json& arch = root["architectures"];
+    if (!arch.is_array()) throw f.type_error("architectures", "a list of strings", arch);
+    for (const json& a : arch) {
+      if (!a.is_string()) throw f.type_error("architectures", "a list of strings", arch);
+      if (a.get<std::string>() == "Qwen2ForCausalLM") return;
+      found += (found.empty() ? "" : ", ") + a.get<std::string>();
+    }
+  }
+  throw ConfigError(source + " has no model_type, and its architectures [" + found +
+                    "] do not include Qwen2ForCausalLM; tiny-llm.cpp runs Qwen2 models only");
+}
+
+void append_unique(std::vector<int64_t>& ids, const std::vector<int64_t>& more) {
+  for (int64_t id : more) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  }
+}
+
+}  // namespace
+
+Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name) {
+  const json root = parse_json(json_text, source_name);
+  if (!root.is_object()) {
+    throw ConfigError(source_name +
+                      " must contain a JSON object {\"hidden_size\": ..., ...}, got " +
+                      std::string(root.type_name()));
+  }
+  check_architecture(root, source_name);
+  const Fields f(root, source_name);
+
+  if (f.has("rope_scaling")) {
+    throw ConfigError(source_name + ": rope_scaling is not supported until chapter 3.7 (found " +
+                      root["rope_scaling"].dump() + ")");
+  }
+
+  Qwen2Config c;
+  c.vocab_size = f.positive("vocab_size");
+  c.hidden_size = f.positive("hidden_size");
+  c.intermediate_size = f.positive("intermediate_size");
+  c.num_hidden_layers = f.positive("num_hidden_layers");
+  c.num_attention_heads = f.positive("num_attention_heads");
+  c.num_key_value_heads = f.positive("num_key_value_heads", c.num_attention_heads);
+  c.max_position_embeddings = f.positive("max_position_embeddings");
+  c.rms_norm_eps = f.number("rms_norm_eps");
+  c.rope_theta = f.number("rope_theta", 10000.0f);
+  c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
+  // Recent transformers versions write "dtype", older ones "torch_dtype".
+  c.torch_dtype = f.string("torch_dtype", f.string("dtype", ""));
+  c.eos_token_ids = f.integers("eos_token_id");
+
+  if (c.hidden_size % c.num_attention_heads != 0) {
+    throw ConfigError(source_name + ": hidden_size " + std::to_string(c.hidden_size) +
+                      " is not divisible by num_attention_heads " +
+                      std::to_string(c.num_attention_heads));
+  }
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    throw ConfigError(
+        source_name + ": num_attention_heads " + std::to_string(c.num_attention_heads) +
+        " is not divisible by num_key_value_heads " + std::to_string(c.num_key_value_heads) +
+        " (grouped-query attention shares each K/V head among a whole number of query heads)");
+  }
+  c.head_dim = f.positive("head_dim", c.hidden_size / c.num_attention_heads);
+  return c;
+}
+
+Qwen2Config load_qwen2_config(const std::filesystem::path& config_json) {
+  std::filesystem::path path = config_json;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) path /= "config.json";
+  if (!std::filesystem::exists(path, ec))
+    throw FormatError("config file " + path.string() + " does not exist");
+  Qwen2Config config = parse_qwen2_config(read_text_file(path), path.string());
+
+  // generation_config.json (when present beside config.json) lists the end-of-sequence ids that
+  // generation uses.
+  const auto generation = path.parent_path() / "generation_config.json";
+  if (std::filesystem::exists(generation, ec)) {
+    const json root = parse_json(read_text_file(generation), generation.string());
+    if (!root.is_object()) throw ConfigError(generation.string() + " must contain a JSON object");
+    const std::string source = generation.string();
+    append_unique(config.eos_token_ids, Fields(root, source).integers("eos_token_id"));
+  }
+  return config;
+}
+
+}  // namespace tinyllm

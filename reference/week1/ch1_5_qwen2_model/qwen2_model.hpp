@@ -1,0 +1,200 @@
+// Chapter 1.5, Tasks 2 and 3: the Qwen2 decoder block and the whole model, assembled from a
+// checkpoint.
+//
+//   ids B x L -> Embedding -> [Qwen2TransformerBlock] x num_hidden_layers -> RMSNorm -> output head
+//   -> B x L x V
+//
+// Each block is pre-norm with two residual connections:
+//   h   = x + attention(input_layernorm(x))            (causal mask, RoPE at positions 0..L-1)
+//   out = h + mlp(post_attention_layernorm(h))
+// The output head is the embedding matrix itself (tie_word_embeddings: true) or a separate
+// lm_head.weight. Everything is computed in f32; bf16/f16 weights are converted exactly when they
+// are loaded. Book: book/week1/ch1_5_qwen2_model.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <tinyllm/ch1_1_attention/attention.hpp>
+#include <tinyllm/ch1_3_gqa/gqa.hpp>
+#include <tinyllm/ch1_3_gqa/qwen2_attention.hpp>
+#include <tinyllm/ch1_4_rmsnorm_mlp/mlp.hpp>
+#include <tinyllm/ch1_4_rmsnorm_mlp/rmsnorm.hpp>
+#include <tinyllm/ch1_5_qwen2_model/embedding.hpp>
+
+#include "tinyllm/config.hpp"
+#include "tinyllm/errors.hpp"
+#include "tinyllm/safetensors.hpp"
+#include "tinyllm/tensor.hpp"
+#include "tinyllm/todo.hpp"
+#include "tinyllm/token.hpp"
+
+namespace tinyllm {
+
+/// The weights of one decoder layer, in the checkpoint's layout (out_features x in_features):
+/// attention as in chapter 1.3; w_gate, w_up: I x E; w_down: E x I; the two norm gains: E.
+struct Qwen2BlockWeights {
+  Qwen2AttentionWeights attention;
+  Tensor w_gate, w_up, w_down, w_input_layernorm, w_post_attention_layernorm;
+};
+
+/// One Qwen2 decoder layer. The sub-layers are built (and their weight shapes checked) by the
+/// constructor from the config: E = hidden_size, H_q = num_attention_heads, H =
+/// num_key_value_heads, I = intermediate_size, the RMSNorm eps = rms_norm_eps, RoPE base =
+/// rope_theta over max_position_embeddings positions.
+class Qwen2TransformerBlock {
+ public:
+  /// Throws ShapeError if a weight has the wrong shape for the config.
+  Qwen2TransformerBlock(const Qwen2Config& config, Qwen2BlockWeights weights)
+      : hidden_size_(config.hidden_size),
+        input_layernorm_(config.hidden_size, std::move(weights.w_input_layernorm),
+                         config.rms_norm_eps),
+        attention_(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
+                   std::move(weights.attention), config.max_position_embeddings, config.rope_theta),
+        post_attention_layernorm_(config.hidden_size, std::move(weights.w_post_attention_layernorm),
+                                  config.rms_norm_eps),
+        mlp_(config.hidden_size, config.intermediate_size, std::move(weights.w_gate),
+             std::move(weights.w_up), std::move(weights.w_down)) {}
+
+  /// Task 2. x: B x L x E -> B x L x E, pre-norm with residuals:
+  ///   h   = x + attention_.forward(input_layernorm_.forward(x), mask)
+  ///   out = h + mlp_.forward(post_attention_layernorm_.forward(h))
+  /// The norms see the residual stream, but the residual adds the un-normalised x and h.
+  /// mask: AttentionMask::causal() for a decoder (the default); none or additive for tests.
+  /// Throws ShapeError unless x is B x L x E.
+  Tensor forward(const Tensor& x, const AttentionMask& mask = AttentionMask::causal()) const {
+    if (x.ndim() != 3 || x.dim(2) != hidden_size_) {
+      throw ShapeError("Qwen2TransformerBlock: x must be B x L x E with E = " +
+                       std::to_string(hidden_size_) + ", got shape " + shape_to_string(x.shape()));
+    }
+    // SOLUTION BEGIN ch1.5 Task 2
+    Tensor h = attention_.forward(input_layernorm_.forward(x), mask);
+    h.rows() += x.rows();
+    Tensor out = mlp_.forward(post_attention_layernorm_.forward(h));
+    out.rows() += h.rows();
+    return out;
+    // SOLUTION END
+  }
+
+ private:
+  int64_t hidden_size_;
+  RMSNorm input_layernorm_;
+  Qwen2MultiHeadAttention attention_;
+  RMSNorm post_attention_layernorm_;
+  Qwen2MLP mlp_;
+};
+
+/// Task 3. Loads the weights of decoder layer `layer` from a Hugging Face checkpoint. With P =
+/// "model.layers.<layer>.":
+///   P self_attn.{q,k,v}_proj.weight  (H_q*D) x E, (H*D) x E, (H*D) x E   P
+///   self_attn.{q,k,v}_proj.bias P self_attn.o_proj.weight        E x (H_q*D) P
+///   mlp.{gate,up}_proj.weight  I x E P mlp.down_proj.weight           E x I P
+///   {input,post_attention}_layernorm.weight  E
+/// Load each with checkpoint.load(name, expected_shape): a missing tensor is a FormatError naming
+/// it, a tensor of another shape a ShapeError naming it and both shapes.
+inline Qwen2BlockWeights load_qwen2_block_weights(const Checkpoint& checkpoint,
+                                                  const Qwen2Config& config, int64_t layer) {
+  // SOLUTION BEGIN ch1.5 Task 3
+  const int64_t E = config.hidden_size, I = config.intermediate_size;
+  const int64_t D = config.head_dim, q_dim = config.num_attention_heads * D,
+                kv_dim = config.num_key_value_heads * D;
+  const std::string p = "model.layers." + std::to_string(layer) + ".";
+  Qwen2BlockWeights w;
+  w.attention.wq = checkpoint.load(p + "self_attn.q_proj.weight", {q_dim, E});
+  w.attention.wk = checkpoint.load(p + "self_attn.k_proj.weight", {kv_dim, E});
+  w.attention.wv = checkpoint.load(p + "self_attn.v_proj.weight", {kv_dim, E});
+  w.attention.wo = checkpoint.load(p + "self_attn.o_proj.weight", {E, q_dim});
+  w.attention.bq = checkpoint.load(p + "self_attn.q_proj.bias", {q_dim});
+  w.attention.bk = checkpoint.load(p + "self_attn.k_proj.bias", {kv_dim});
+  w.attention.bv = checkpoint.load(p + "self_attn.v_proj.bias", {kv_dim});
+  w.w_gate = checkpoint.load(p + "mlp.gate_proj.weight", {I, E});
+  w.w_up = checkpoint.load(p + "mlp.up_proj.weight", {I, E});
+  w.w_down = checkpoint.load(p + "mlp.down_proj.weight", {E, I});
+  w.w_input_layernorm = checkpoint.load(p + "input_layernorm.weight", {E});
+  w.w_post_attention_layernorm = checkpoint.load(p + "post_attention_layernorm.weight", {E});
+  return w;
+  // SOLUTION END
+}
+
+/// The whole Qwen2 model of Week 1: no KV cache, every call recomputes all L positions.
+class Qwen2ModelWeek1 {
+ public:
+  /// Task 3. Builds the model from `config` and the checkpoint's tensors:
+  ///   embedding_  <- model.embed_tokens.weight (V x E)
+  ///   layers_     <- one Qwen2TransformerBlock per layer, weights from load_qwen2_block_weights
+  ///   norm_       <- model.norm.weight (E), eps = rms_norm_eps
+  ///   lm_head_    <- lm_head.weight (V x E) only if !tie_word_embeddings; left empty when tied
+  ///   (the output head
+  ///                  is then embedding_.as_linear, and a tied checkpoint stores no lm_head.weight)
+  /// Errors as in load_qwen2_block_weights (FormatError / ShapeError naming the tensor). The
+  /// provided checks reject configs the Week 1 model cannot run (ConfigError).
+  Qwen2ModelWeek1(const Qwen2Config& config, const Checkpoint& checkpoint) : config_(config) {
+    if (config_.num_hidden_layers < 1 || config_.num_attention_heads < 1 ||
+        config_.head_dim * config_.num_attention_heads != config_.hidden_size) {
+      throw ConfigError(
+          "Qwen2ModelWeek1: unsupported config (need num_hidden_layers >= 1 and head_dim * "
+          "num_attention_heads == hidden_size), got " +
+          std::to_string(config_.num_hidden_layers) + " layers, head_dim " +
+          std::to_string(config_.head_dim) + ", " + std::to_string(config_.num_attention_heads) +
+          " heads, hidden_size " + std::to_string(config_.hidden_size));
+    }
+    // SOLUTION BEGIN ch1.5 Task 3
+    const int64_t V = config_.vocab_size, E = config_.hidden_size;
+    embedding_.emplace(V, E, checkpoint.load("model.embed_tokens.weight", {V, E}));
+    layers_.reserve(static_cast<size_t>(config_.num_hidden_layers));
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+      layers_.emplace_back(config_, load_qwen2_block_weights(checkpoint, config_, i));
+    }
+    norm_.emplace(E, checkpoint.load("model.norm.weight", {E}), config_.rms_norm_eps);
+    if (!config_.tie_word_embeddings) lm_head_ = checkpoint.load("lm_head.weight", {V, E});
+    // SOLUTION END
+  }
+
+  /// Task 3. tokens: B rows of L ids -> logits B x L x V (f32), position l of each row attending to
+  /// 0..l:
+  ///   h = embedding_.forward(tokens); h = layer.forward(h, causal) for every layer; h =
+  ///   norm_.forward(h); logits = tied ? embedding_.as_linear(h) : linear(h, lm_head_)
+  /// Throws ShapeError (empty or ragged batch), InvalidArgument (id outside [0, V)),
+  /// ContextLengthError (L > max_position_embeddings); these checks are provided.
+  Tensor forward(const std::vector<TokenIds>& tokens) const {
+    check_token_batch(tokens, config_.vocab_size, "Qwen2ModelWeek1::forward");
+    const int64_t length = static_cast<int64_t>(tokens[0].size());
+    if (config_.max_position_embeddings > 0 && length > config_.max_position_embeddings) {
+      throw ContextLengthError("Qwen2ModelWeek1::forward: " + std::to_string(length) +
+                               " tokens do not fit into the context of " +
+                               std::to_string(config_.max_position_embeddings) +
+                               " (max_position_embeddings)");
+    }
+    // SOLUTION BEGIN ch1.5 Task 3
+    Tensor h = embedding_->forward(tokens);  // B x L x E
+    for (const Qwen2TransformerBlock& layer : layers_)
+      h = layer.forward(h, AttentionMask::causal());
+    h = norm_->forward(h);
+    return config_.tie_word_embeddings ? embedding_->as_linear(h) : linear(h, lm_head_);
+    // SOLUTION END
+  }
+
+  const Qwen2Config& config() const { return config_; }
+
+ private:
+  Qwen2Config config_;
+  std::optional<Embedding> embedding_;  // set by the constructor (emplace)
+  std::vector<Qwen2TransformerBlock> layers_;
+  std::optional<RMSNorm> norm_;  // the final norm, model.norm.weight
+  Tensor lm_head_;               // V x E, only for untied checkpoints
+};
+
+/// Provided. Loads a Hugging Face Qwen2 model directory: config.json plus model.safetensors or the
+/// shards listed in model.safetensors.index.json. FormatError for a missing directory or file,
+/// ConfigError for a bad config.
+inline Qwen2ModelWeek1 load_qwen2_week1(const std::filesystem::path& model_dir) {
+  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  const Qwen2Config config = load_qwen2_config(model_dir / "config.json");
+  return Qwen2ModelWeek1(config, checkpoint);
+}
+
+}  // namespace tinyllm
