@@ -82,6 +82,12 @@ struct Engine {
         tokenizer(load_tokenizer(dir)),
         model(load_model(dir)),
         sampling(flags) {
+    if (tokenizer.vocab_size() > model.config().vocab_size) {
+      throw ConfigError("tokenizer.json in " + quoted(dir) + " has " +
+                        std::to_string(tokenizer.vocab_size()) +
+                        " token ids, more than the model's " +
+                        std::to_string(model.config().vocab_size) + " (vocab_size in config.json)");
+    }
     if (sampling.temperature > 0.0f) {
       sampler.emplace(SamplerConfig{.temperature = sampling.temperature,
                                     .top_k = sampling.top_k,
@@ -162,7 +168,8 @@ fs::path resolve_model_dir(const CommandLine& cl) {
     hint = " (the default model; pass --model DIR or set $TINYLLM_MODEL_DIR)";
   }
   if (dir.empty()) throw FormatError("--model: the model directory is empty");
-  if (!fs::exists(dir)) throw FormatError("model directory " + quoted(dir) + " does not exist" + hint);
+  if (!fs::exists(dir))
+    throw FormatError("model directory " + quoted(dir) + " does not exist" + hint);
   if (!fs::is_directory(dir)) {
     throw FormatError("model directory " + quoted(dir) + " is not a directory" + hint);
   }

@@ -5,15 +5,17 @@
 
 namespace tinyllm {
 
-std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+std::string apply_chat_template(const std::vector<ChatMessage>& messages,
+                                bool add_generation_prompt,
                                 std::string_view default_system_prompt) {
-  if (messages.empty()) throw InvalidArgument("apply_chat_template: the conversation has no messages");
+  if (messages.empty())
+    throw InvalidArgument("apply_chat_template: the conversation has no messages");
   std::string out;
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
     if (role != "system" && role != "user" && role != "assistant") {
-      throw InvalidArgument("apply_chat_template: message " + std::to_string(i) + " has role '" + role +
-                            "'; expected system, user or assistant");
+      throw InvalidArgument("apply_chat_template: message " + std::to_string(i) + " has role '" +
+                            role + "'; expected system, user or assistant");
     }
   }
   if (messages.front().role != "system") {
@@ -32,7 +34,8 @@ std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool a
   return out;
 }
 
-std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt) {
+std::string apply_chat_template(const std::vector<ChatMessage>& messages,
+                                bool add_generation_prompt) {
   return apply_chat_template(messages, add_generation_prompt, kDefaultSystemPrompt);
 }
 

@@ -145,6 +145,25 @@ void check_architecture(const json& root, const std::string& source) {
                     "] do not include Qwen2ForCausalLM; tiny-llm.cpp runs Qwen2 models only");
 }
 
+// transformers 5 writes {"rope_parameters": {"rope_type": "default", "rope_theta": ...}} and may omit the
+// top-level "rope_theta" that older configs have. Scaled RoPE types arrive with chapter 3.7.
+float rope_theta_from_parameters(const json& root, const std::string& source) {
+  const auto it = root.find("rope_parameters");
+  if (it == root.end() || it->is_null()) return 10000.0f;
+  if (!it->is_object()) throw ConfigError(source + ": rope_parameters must be an object, got " + it->dump());
+  const std::string type = it->value("rope_type", std::string("default"));
+  if (type != "default") {
+    throw ConfigError(source + ": rope_parameters.rope_type \"" + type +
+                      "\" is not supported until chapter 3.7 (only \"default\" RoPE is)");
+  }
+  const auto theta = it->find("rope_theta");
+  if (theta == it->end()) return 10000.0f;
+  if (!theta->is_number() || theta->get<double>() <= 0) {
+    throw ConfigError(source + ": rope_parameters.rope_theta must be a positive number, got " + theta->dump());
+  }
+  return theta->get<float>();
+}
+
 void append_unique(std::vector<int64_t>& ids, const std::vector<int64_t>& more) {
   for (int64_t id : more) {
     if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
@@ -177,7 +196,7 @@ Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& 
   c.num_key_value_heads = f.positive("num_key_value_heads", c.num_attention_heads);
   c.max_position_embeddings = f.positive("max_position_embeddings");
   c.rms_norm_eps = f.number("rms_norm_eps");
-  c.rope_theta = f.number("rope_theta", 10000.0f);
+  c.rope_theta = f.number("rope_theta", rope_theta_from_parameters(root, source_name));
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
   // Recent transformers versions write "dtype", older ones "torch_dtype".
   c.torch_dtype = f.string("torch_dtype", f.string("dtype", ""));

@@ -1,4 +1,5 @@
-// Byte-level BPE tokenizer driven by a HuggingFace tokenizer.json (see tokenizer.hpp for the pipeline).
+// Byte-level BPE tokenizer driven by a HuggingFace tokenizer.json (see tokenizer.hpp for the
+// pipeline).
 #include "tinyllm/tokenizer.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -24,8 +25,8 @@ namespace {
 using nlohmann::json;
 
 // ---------------------------------------------------------------------------------------------------------------
-// GPT-2's bytes_to_unicode: every byte gets a printable code point (printable Latin-1 bytes map to themselves,
-// the others to U+0100 and up, in byte order).
+// GPT-2's bytes_to_unicode: every byte gets a printable code point (printable Latin-1 bytes map to
+// themselves, the others to U+0100 and up, in byte order).
 
 struct ByteLevelTables {
   std::array<std::string, 256> byte_to_utf8;  // UTF-8 of the printable character of each byte
@@ -35,7 +36,8 @@ struct ByteLevelTables {
     cp_to_byte.fill(-1);
     int next = 256;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      const bool printable =
+          (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
       const int cp = printable ? b : next++;
       byte_to_utf8[b].clear();
       unicode::append_utf8(byte_to_utf8[b], static_cast<char32_t>(cp));
@@ -57,8 +59,8 @@ std::string byte_level_encode(std::string_view bytes) {
   return out;
 }
 
-/// HF's ByteLevel decoder on one token: every character back to its byte; a token with a character outside the
-/// mapping (possible for added tokens) is kept as its own UTF-8 bytes.
+/// HF's ByteLevel decoder on one token: every character back to its byte; a token with a character
+/// outside the mapping (possible for added tokens) is kept as its own UTF-8 bytes.
 std::string byte_level_decode(std::string_view token) {
   const auto& t = byte_level();
   std::string out;
@@ -75,10 +77,13 @@ std::string byte_level_decode(std::string_view token) {
 // ---------------------------------------------------------------------------------------------------------------
 // Regexes (PCRE2, UTF + UCP, JIT when available).
 
-/// The code points of Unicode White_Space, which HF's regex engines (Oniguruma, Rust regex) use for \s. PCRE2's
-/// \s with UCP leaves out U+0085, so \s and \S are spelled out explicitly.
+/// The code points of Unicode White_Space, which HF's regex engines (Oniguruma, Rust regex) use for
+/// \s. PCRE2's \s with UCP also matches U+180E (MONGOLIAN VOWEL SEPARATOR, White_Space only before
+/// Unicode 6.3), which HF does not (checked by Tokenizer.QwenPreTokenizerMatchesHF), so \s and \S
+/// are spelled out explicitly.
 constexpr std::string_view kWhiteSpaceClass =
-    "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+    "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{"
+    "205F}\\x{3000}";
 
 std::string to_pcre2_pattern(std::string_view pattern, const std::string& field) {
   std::string out;
@@ -91,7 +96,8 @@ std::string to_pcre2_pattern(std::string_view pattern, const std::string& field)
       const char e = pattern[i + 1];
       if (e == 's' || e == 'S') {
         if (in_class) {
-          if (e == 'S') throw TokenizerError(field + ": \\S inside a character class is not supported");
+          if (e == 'S')
+            throw TokenizerError(field + ": \\S inside a character class is not supported");
           out += kWhiteSpaceClass;
         } else {
           out += e == 's' ? "[" : "[^";
@@ -124,18 +130,21 @@ std::string to_pcre2_pattern(std::string_view pattern, const std::string& field)
 
 class Regex {
  public:
-  Regex(const std::string& pattern, const std::string& field) : pattern_(to_pcre2_pattern(pattern, field)) {
+  Regex(const std::string& pattern, const std::string& field)
+      : pattern_(to_pcre2_pattern(pattern, field)) {
     int error = 0;
     PCRE2_SIZE offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern_.data()), pattern_.size(), PCRE2_UTF | PCRE2_UCP,
-                          &error, &offset, nullptr);
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern_.data()), pattern_.size(),
+                          PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
     if (code_ == nullptr) {
       std::array<PCRE2_UCHAR, 256> message{};
       pcre2_get_error_message(error, message.data(), message.size());
-      throw TokenizerError(field + ": cannot compile regex '" + pattern + "': " +
-                           reinterpret_cast<const char*>(message.data()) + " at offset " + std::to_string(offset));
+      throw TokenizerError(field + ": cannot compile regex '" + pattern +
+                           "': " + reinterpret_cast<const char*>(message.data()) + " at offset " +
+                           std::to_string(offset));
     }
-    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // optional: pcre2_match falls back to the interpreter
+    pcre2_jit_compile(code_,
+                      PCRE2_JIT_COMPLETE);  // optional: pcre2_match falls back to the interpreter
   }
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
@@ -159,7 +168,8 @@ class Regex {
         if (rc < 0) {
           std::array<PCRE2_UCHAR, 256> message{};
           pcre2_get_error_message(rc, message.data(), message.size());
-          throw TokenizerError(std::string("regex match failed: ") + reinterpret_cast<const char*>(message.data()));
+          throw TokenizerError(std::string("regex match failed: ") +
+                               reinterpret_cast<const char*>(message.data()));
         }
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
         const std::size_t start = ov[0], end = ov[1];
@@ -194,10 +204,11 @@ class Regex {
   pcre2_code* code_ = nullptr;
 };
 
-/// Word characters of Rust regex's Unicode \w (what HF's single_word checks): Alphabetic, marks, decimal
-/// digits, connector punctuation, join controls.
+/// Word characters of Rust regex's Unicode \w (what HF's single_word checks): Alphabetic, marks,
+/// decimal digits, connector punctuation, join controls.
 const Regex& word_char_regex() {
-  static const Regex re("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]", "word character class");
+  static const Regex re("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]",
+                        "word character class");
   return re;
 }
 
@@ -240,7 +251,8 @@ std::size_t leading_space_length(std::string_view text) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Added tokens: leftmost-longest matching as HF's AddedVocabulary::find_matches (aho-corasick LeftmostLongest).
+// Added tokens: leftmost-longest matching as HF's AddedVocabulary::find_matches (aho-corasick
+// LeftmostLongest).
 
 struct Piece {
   std::size_t start;
@@ -285,14 +297,16 @@ class AddedTokenMatcher {
   throw TokenizerError(source + ": " + message);
 }
 
-const json& require(const json& obj, const char* key, const std::string& source, const std::string& where) {
+const json& require(const json& obj, const char* key, const std::string& source,
+                    const std::string& where) {
   if (!obj.is_object() || !obj.contains(key)) fail(source, "missing field " + where + key);
   return obj.at(key);
 }
 
 std::string type_of(const json& obj, const std::string& source, const std::string& field) {
   if (!obj.is_object()) fail(source, field + " must be an object");
-  if (!obj.contains("type") || !obj.at("type").is_string()) fail(source, field + ".type is missing");
+  if (!obj.contains("type") || !obj.at("type").is_string())
+    fail(source, field + ".type is missing");
   return obj.at("type").get<std::string>();
 }
 
@@ -305,7 +319,8 @@ bool bool_field(const json& obj, const char* key, bool fallback, const std::stri
 
 std::string read_file(const std::filesystem::path& path, const char* what) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw FormatError(std::string(what) + " not found: " + path.string());
+  if (!std::filesystem::exists(path, ec))
+    throw FormatError(std::string(what) + " not found: " + path.string());
   if (std::filesystem::is_directory(path, ec)) {
     throw FormatError(std::string(what) + " is a directory, expected a file: " + path.string());
   }
@@ -331,13 +346,14 @@ json parse_json(std::string_view text, const std::string& source) {
 struct Tokenizer::Impl {
   std::string source;
   // Model.
-  std::unordered_map<std::string, TokenId> vocab;       // byte-level string -> id (BPE model)
-  std::unordered_map<uint64_t, std::pair<int32_t, TokenId>> merges;  // (left, right) -> (rank, merged id)
-  std::array<TokenId, 256> byte_ids{};                  // id of each single byte
+  std::unordered_map<std::string, TokenId> vocab;  // byte-level string -> id (BPE model)
+  std::unordered_map<uint64_t, std::pair<int32_t, TokenId>>
+      merges;                           // (left, right) -> (rank, merged id)
+  std::array<TokenId, 256> byte_ids{};  // id of each single byte
   bool ignore_merges = false;
   // Pipeline.
   bool nfc = false;
-  std::vector<std::unique_ptr<Regex>> splits;           // applied in order, behaviour Isolated
+  std::vector<std::unique_ptr<Regex>> splits;  // applied in order, behaviour Isolated
   std::vector<AddedToken> added;
   std::unordered_map<std::string, TokenId> added_by_content;
   AddedTokenMatcher raw_matcher;         // normalized == false
@@ -355,9 +371,10 @@ struct Tokenizer::Impl {
   static constexpr std::size_t kCacheMaxWordBytes = 128;
 
   void check_id(TokenId id) const {
-    if (id < 0 || static_cast<std::size_t>(id) >= present.size() || !present[static_cast<std::size_t>(id)]) {
-      throw TokenizerError("token id " + std::to_string(id) + " is not in the vocabulary (" + source + ", " +
-                           std::to_string(present.size()) + " ids)");
+    if (id < 0 || static_cast<std::size_t>(id) >= present.size() ||
+        !present[static_cast<std::size_t>(id)]) {
+      throw TokenizerError("token id " + std::to_string(id) + " is not in the vocabulary (" +
+                           source + ", " + std::to_string(present.size()) + " ids)");
     }
   }
 
@@ -380,9 +397,11 @@ struct Tokenizer::Impl {
         const bool stop_space = stop == sentence.size() || !is_word_char_at(sentence, stop);
         if (!start_space || !stop_space) continue;
       }
-      if (token.lstrip) start = std::max(trailing_space_start(sentence.substr(0, start)), start_offset);
+      if (token.lstrip)
+        start = std::max(trailing_space_start(sentence.substr(0, start)), start_offset);
       if (token.rstrip) stop += leading_space_length(sentence.substr(stop));
-      if (start < start_offset) start = start_offset;  // cannot happen for tokens not starting with spaces
+      if (start < start_offset)
+        start = start_offset;  // cannot happen for tokens not starting with spaces
       if (start_offset < start) pieces.push_back({start_offset, start, -1});
       pieces.push_back({start, stop, static_cast<int>(index)});
       start_offset = stop;
@@ -406,7 +425,8 @@ struct Tokenizer::Impl {
     }
     TokenIds result;
     if (ignore_merges) {
-      if (auto it = vocab.find(byte_level_encode(word)); it != vocab.end()) result.push_back(it->second);
+      if (auto it = vocab.find(byte_level_encode(word)); it != vocab.end())
+        result.push_back(it->second);
     }
     if (result.empty()) result = merge_word(word);
     out.insert(out.end(), result.begin(), result.end());
@@ -416,7 +436,8 @@ struct Tokenizer::Impl {
     }
   }
 
-  /// BPE as HF's Word::merge_all: repeatedly merge the adjacent pair of lowest rank (leftmost on ties).
+  /// BPE as HF's Word::merge_all: repeatedly merge the adjacent pair of lowest rank (leftmost on
+  /// ties).
   TokenIds merge_word(std::string_view word) const {
     struct Symbol {
       TokenId id;
@@ -427,14 +448,17 @@ struct Tokenizer::Impl {
     const int n = static_cast<int>(word.size());
     std::vector<Symbol> sym(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
-      sym[static_cast<std::size_t>(i)] = {byte_ids[static_cast<unsigned char>(word[static_cast<std::size_t>(i)])],
-                                          i - 1, i + 1 < n ? i + 1 : -1, true};
+      sym[static_cast<std::size_t>(i)] = {
+          byte_ids[static_cast<unsigned char>(word[static_cast<std::size_t>(i)])], i - 1,
+          i + 1 < n ? i + 1 : -1, true};
     }
     struct Candidate {
       int32_t rank;
       int pos;
       TokenId merged;
-      bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+      bool operator>(const Candidate& o) const {
+        return rank != o.rank ? rank > o.rank : pos > o.pos;
+      }
     };
     std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
     const auto key = [](TokenId a, TokenId b) {
@@ -443,7 +467,8 @@ struct Tokenizer::Impl {
     const auto push_pair = [&](int pos) {
       const int next = sym[static_cast<std::size_t>(pos)].next;
       if (next < 0) return;
-      auto it = merges.find(key(sym[static_cast<std::size_t>(pos)].id, sym[static_cast<std::size_t>(next)].id));
+      auto it = merges.find(
+          key(sym[static_cast<std::size_t>(pos)].id, sym[static_cast<std::size_t>(next)].id));
       if (it != merges.end()) queue.push({it->second.first, pos, it->second.second});
     };
     for (int i = 0; i + 1 < n; ++i) push_pair(i);
@@ -463,7 +488,8 @@ struct Tokenizer::Impl {
       push_pair(top.pos);
     }
     TokenIds ids;
-    for (int i = 0; i >= 0; i = sym[static_cast<std::size_t>(i)].next) ids.push_back(sym[static_cast<std::size_t>(i)].id);
+    for (int i = 0; i >= 0; i = sym[static_cast<std::size_t>(i)].next)
+      ids.push_back(sym[static_cast<std::size_t>(i)].id);
     return ids;
   }
 
@@ -474,24 +500,32 @@ struct Tokenizer::Impl {
   }
 
   void split_and_encode(std::string_view text, std::size_t step, TokenIds& out) const {
+    for_each_pre_token(text, step, [&](std::string_view piece) { bpe(piece, out); });
+  }
+
+  /// Calls f(piece) for each piece of the Split steps from `step` on (behaviour Isolated: matches
+  /// and the gaps between them are pieces).
+  template <typename F>
+  void for_each_pre_token(std::string_view text, std::size_t step, F&& f) const {
     if (step == splits.size()) {
-      bpe(text, out);
+      f(text);
       return;
     }
     std::size_t last = 0;
     splits[step]->for_each_match(text, [&](std::size_t start, std::size_t end) {
-      if (start > last) split_and_encode(text.substr(last, start - last), step + 1, out);
-      split_and_encode(text.substr(start, end - start), step + 1, out);
+      if (start > last) for_each_pre_token(text.substr(last, start - last), step + 1, f);
+      for_each_pre_token(text.substr(start, end - start), step + 1, f);
       last = end;
     });
-    if (last < text.size()) split_and_encode(text.substr(last), step + 1, out);
+    if (last < text.size()) for_each_pre_token(text.substr(last), step + 1, f);
   }
 
   TokenIds encode(std::string_view text) const {
     if (auto bad = unicode::find_invalid_utf8(text)) {
       const auto byte = static_cast<unsigned>(static_cast<unsigned char>(text[*bad]));
       std::ostringstream msg;
-      msg << "encode: invalid UTF-8 at byte offset " << *bad << " (byte 0x" << std::hex << byte << ")";
+      msg << "encode: invalid UTF-8 at byte offset " << *bad << " (byte 0x" << std::hex << byte
+          << ")";
       throw TokenizerError(msg.str());
     }
     TokenIds out;
@@ -519,7 +553,8 @@ struct Tokenizer::Impl {
     return out;
   }
 
-  // --- loading ---------------------------------------------------------------------------------------------------
+  // --- loading
+  // ---------------------------------------------------------------------------------------------------
 
   void load_normalizer(const json& root) {
     if (!root.contains("normalizer") || root.at("normalizer").is_null()) return;
@@ -531,7 +566,8 @@ struct Tokenizer::Impl {
       const json& list = require(n, "normalizers", source, "normalizer.");
       if (!list.is_array()) fail(source, "normalizer.normalizers must be an array");
       for (std::size_t i = 0; i < list.size(); ++i) {
-        const std::string t = type_of(list[i], source, "normalizer.normalizers[" + std::to_string(i) + "]");
+        const std::string t =
+            type_of(list[i], source, "normalizer.normalizers[" + std::to_string(i) + "]");
         if (t != "NFC") {
           fail(source, "normalizer.normalizers[" + std::to_string(i) + "].type '" + t +
                            "' is not supported (only NFC)");
@@ -539,7 +575,8 @@ struct Tokenizer::Impl {
         nfc = true;
       }
     } else {
-      fail(source, "normalizer.type '" + type + "' is not supported (supported: null, NFC, Sequence of NFC)");
+      fail(source, "normalizer.type '" + type +
+                       "' is not supported (supported: null, NFC, Sequence of NFC)");
     }
   }
 
@@ -549,7 +586,8 @@ struct Tokenizer::Impl {
     }
     if (is_pre_tokenizer && bool_field(bl, "use_regex", true, source, field)) {
       splits.push_back(std::make_unique<Regex>(
-          "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+", field + " (GPT-2 regex)"));
+          "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+          field + " (GPT-2 regex)"));
     }
   }
 
@@ -558,7 +596,8 @@ struct Tokenizer::Impl {
     std::string regex;
     if (pattern.is_object() && pattern.contains("Regex") && pattern.at("Regex").is_string()) {
       regex = pattern.at("Regex").get<std::string>();
-    } else if (pattern.is_object() && pattern.contains("String") && pattern.at("String").is_string()) {
+    } else if (pattern.is_object() && pattern.contains("String") &&
+               pattern.at("String").is_string()) {
       for (char c : pattern.at("String").get<std::string>()) {
         const auto u = static_cast<unsigned char>(c);
         if (u < 0x80 && std::isalnum(u) == 0) regex += '\\';
@@ -571,7 +610,8 @@ struct Tokenizer::Impl {
     if (!behavior.is_string() || behavior.get<std::string>() != "Isolated") {
       fail(source, field + ".behavior " + behavior.dump() + " is not supported (only Isolated)");
     }
-    if (bool_field(s, "invert", false, source, field)) fail(source, field + ".invert = true is not supported");
+    if (bool_field(s, "invert", false, source, field))
+      fail(source, field + ".invert = true is not supported");
     splits.push_back(std::make_unique<Regex>(regex, field + ".pattern"));
   }
 
@@ -584,11 +624,13 @@ struct Tokenizer::Impl {
       return;
     }
     if (type != "Sequence") {
-      fail(source, "pre_tokenizer.type '" + type + "' is not supported (supported: ByteLevel, Sequence of Split + "
-                                                   "ByteLevel)");
+      fail(source, "pre_tokenizer.type '" + type +
+                       "' is not supported (supported: ByteLevel, Sequence of Split + "
+                       "ByteLevel)");
     }
     const json& list = require(p, "pretokenizers", source, "pre_tokenizer.");
-    if (!list.is_array() || list.empty()) fail(source, "pre_tokenizer.pretokenizers must be a non-empty array");
+    if (!list.is_array() || list.empty())
+      fail(source, "pre_tokenizer.pretokenizers must be a non-empty array");
     for (std::size_t i = 0; i < list.size(); ++i) {
       const std::string field = "pre_tokenizer.pretokenizers[" + std::to_string(i) + "]";
       const std::string t = type_of(list[i], source, field);
@@ -597,8 +639,9 @@ struct Tokenizer::Impl {
       } else if (t == "ByteLevel" && i + 1 == list.size()) {
         load_byte_level(list[i], field, true);
       } else {
-        fail(source, field + ".type '" + t + "' is not supported here (supported: Split steps followed by one "
-                                             "ByteLevel)");
+        fail(source, field + ".type '" + t +
+                         "' is not supported here (supported: Split steps followed by one "
+                         "ByteLevel)");
       }
     }
   }
@@ -606,7 +649,8 @@ struct Tokenizer::Impl {
   void load_model(const json& root) {
     const json& m = require(root, "model", source, "");
     if (!m.is_object()) fail(source, "model must be an object");
-    if (m.contains("type") && !(m.at("type").is_string() && m.at("type").get<std::string>() == "BPE")) {
+    if (m.contains("type") &&
+        !(m.at("type").is_string() && m.at("type").get<std::string>() == "BPE")) {
       fail(source, "model.type " + m.at("type").dump() + " is not supported (only BPE)");
     }
     if (m.contains("dropout") && !m.at("dropout").is_null() &&
@@ -614,11 +658,13 @@ struct Tokenizer::Impl {
       fail(source, "model.dropout is not supported");
     }
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-      if (m.contains(key) && !m.at(key).is_null() && !(m.at(key).is_string() && m.at(key).get<std::string>().empty())) {
+      if (m.contains(key) && !m.at(key).is_null() &&
+          !(m.at(key).is_string() && m.at(key).get<std::string>().empty())) {
         fail(source, std::string("model.") + key + " is not supported");
       }
     }
-    if (bool_field(m, "byte_fallback", false, source, "model")) fail(source, "model.byte_fallback is not supported");
+    if (bool_field(m, "byte_fallback", false, source, "model"))
+      fail(source, "model.byte_fallback is not supported");
     ignore_merges = bool_field(m, "ignore_merges", false, source, "model");
 
     const json& v = require(m, "vocab", source, "model.");
@@ -643,8 +689,9 @@ struct Tokenizer::Impl {
     for (int b = 0; b < 256; ++b) {
       auto it = vocab.find(bl.byte_to_utf8[static_cast<std::size_t>(b)]);
       if (it == vocab.end()) {
-        fail(source, "model.vocab lacks the byte-level symbol '" + bl.byte_to_utf8[static_cast<std::size_t>(b)] +
-                         "' of byte " + std::to_string(b) + " (not a byte-level BPE vocabulary)");
+        fail(source, "model.vocab lacks the byte-level symbol '" +
+                         bl.byte_to_utf8[static_cast<std::size_t>(b)] + "' of byte " +
+                         std::to_string(b) + " (not a byte-level BPE vocabulary)");
       }
       byte_ids[static_cast<std::size_t>(b)] = it->second;
     }
@@ -659,7 +706,8 @@ struct Tokenizer::Impl {
         const std::string s = e.get<std::string>();
         const auto space = s.find(' ');
         if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-          fail(source, "model.merges[" + std::to_string(r) + "] \"" + s + "\" is not of the form \"a b\"");
+          fail(source,
+               "model.merges[" + std::to_string(r) + "] \"" + s + "\" is not of the form \"a b\"");
         }
         a = s.substr(0, space);
         b = s.substr(space + 1);
@@ -700,7 +748,8 @@ struct Tokenizer::Impl {
       AddedToken token;
       token.id = id.get<TokenId>();
       token.content = content.get<std::string>();
-      if (unicode::find_invalid_utf8(token.content)) fail(source, field + ".content is not valid UTF-8");
+      if (unicode::find_invalid_utf8(token.content))
+        fail(source, field + ".content is not valid UTF-8");
       token.special = bool_field(t, "special", false, source, field);
       token.lstrip = bool_field(t, "lstrip", false, source, field);
       token.rstrip = bool_field(t, "rstrip", false, source, field);
@@ -708,7 +757,8 @@ struct Tokenizer::Impl {
       token.single_word = bool_field(t, "single_word", false, source, field);
       const auto idx = static_cast<std::size_t>(token.id);
       if (idx >= present.size()) grow(token.id + 1);
-      // An added token may reuse a vocabulary id; as in HF, its content wins for id_to_token and decoding.
+      // An added token may reuse a vocabulary id; as in HF, its content wins for id_to_token and
+      // decoding.
       present[idx] = 1;
       special[idx] = token.special ? 1 : 0;
       id_to_token[idx] = token.content;
@@ -727,11 +777,13 @@ struct Tokenizer::Impl {
     const json& d = require(root, "decoder", source, "");
     if (d.is_null()) fail(source, "decoder is null; a byte-level BPE needs the ByteLevel decoder");
     const std::string type = type_of(d, source, "decoder");
-    if (type != "ByteLevel") fail(source, "decoder.type '" + type + "' is not supported (only ByteLevel)");
+    if (type != "ByteLevel")
+      fail(source, "decoder.type '" + type + "' is not supported (only ByteLevel)");
     if (root.contains("post_processor") && !root.at("post_processor").is_null()) {
       const std::string p = type_of(root.at("post_processor"), source, "post_processor");
       if (p != "ByteLevel") {
-        fail(source, "post_processor.type '" + p + "' is not supported (null or ByteLevel; no BOS/EOS is added)");
+        fail(source, "post_processor.type '" + p +
+                         "' is not supported (null or ByteLevel; no BOS/EOS is added)");
       }
     }
   }
@@ -749,7 +801,8 @@ struct Tokenizer::Impl {
     for (std::size_t i = 0; i < present.size(); ++i) {
       if (present[i]) id_bytes[i] = byte_level_decode(id_to_token[i]);
     }
-    if (auto it = added_by_content.find("<|endoftext|>"); it != added_by_content.end()) eos = it->second;
+    if (auto it = added_by_content.find("<|endoftext|>"); it != added_by_content.end())
+      eos = it->second;
   }
 };
 
@@ -775,7 +828,8 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json) {
 
 Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& dir) {
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) throw FormatError("model directory not found: " + dir.string());
+  if (!std::filesystem::is_directory(dir, ec))
+    throw FormatError("model directory not found: " + dir.string());
   Tokenizer tok = from_file(dir / "tokenizer.json");
   const auto config_path = dir / "tokenizer_config.json";
   if (std::filesystem::exists(config_path, ec)) {
@@ -793,14 +847,17 @@ Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& dir) {
         throw TokenizerError(source + ": eos_token must be a string or {\"content\": ...}");
       }
       const auto id = tok.token_to_id(content);
-      if (!id) throw TokenizerError(source + ": eos_token '" + content + "' is not in the vocabulary");
+      if (!id)
+        throw TokenizerError(source + ": eos_token '" + content + "' is not in the vocabulary");
       tok.impl_->eos = *id;
     }
   }
   return tok;
 }
 
-TokenIds Tokenizer::encode(std::string_view text) const { return impl_->encode(text); }
+TokenIds Tokenizer::encode(std::string_view text) const {
+  return impl_->encode(text);
+}
 
 std::string Tokenizer::decode(const TokenIds& ids, bool skip_special_tokens) const {
   std::string out;
@@ -813,16 +870,31 @@ std::string Tokenizer::decode(const TokenIds& ids, bool skip_special_tokens) con
   return out;
 }
 
+std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
+  if (auto bad = unicode::find_invalid_utf8(text)) {
+    throw TokenizerError("pre_tokenize: invalid UTF-8 at byte offset " + std::to_string(*bad));
+  }
+  std::vector<std::string> pieces;
+  if (!text.empty()) {
+    impl_->for_each_pre_token(
+        text, 0, [&](std::string_view piece) { pieces.push_back(byte_level_encode(piece)); });
+  }
+  return pieces;
+}
+
 std::string Tokenizer::decode_token(TokenId id) const {
   impl_->check_id(id);
   return impl_->id_bytes[static_cast<std::size_t>(id)];
 }
 
-int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(impl_->present.size()); }
+int64_t Tokenizer::vocab_size() const {
+  return static_cast<int64_t>(impl_->present.size());
+}
 
 std::optional<TokenId> Tokenizer::token_to_id(std::string_view token) const {
   const std::string key(token);
-  if (auto it = impl_->added_by_content.find(key); it != impl_->added_by_content.end()) return it->second;
+  if (auto it = impl_->added_by_content.find(key); it != impl_->added_by_content.end())
+    return it->second;
   if (auto it = impl_->vocab.find(key); it != impl_->vocab.end()) return it->second;
   return std::nullopt;
 }
@@ -837,11 +909,19 @@ bool Tokenizer::is_special(TokenId id) const {
   return impl_->special[static_cast<std::size_t>(id)] != 0;
 }
 
-const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
+const std::vector<AddedToken>& Tokenizer::added_tokens() const {
+  return impl_->added;
+}
 
-std::optional<TokenId> Tokenizer::eos_token_id() const { return impl_->eos; }
-std::optional<TokenId> Tokenizer::im_start_id() const { return token_to_id("<|im_start|>"); }
-std::optional<TokenId> Tokenizer::im_end_id() const { return token_to_id("<|im_end|>"); }
+std::optional<TokenId> Tokenizer::eos_token_id() const {
+  return impl_->eos;
+}
+std::optional<TokenId> Tokenizer::im_start_id() const {
+  return token_to_id("<|im_start|>");
+}
+std::optional<TokenId> Tokenizer::im_end_id() const {
+  return token_to_id("<|im_end|>");
+}
 
 TokenIds Tokenizer::stop_token_ids() const {
   TokenIds ids;
@@ -851,7 +931,9 @@ TokenIds Tokenizer::stop_token_ids() const {
   return ids;
 }
 
-const char* Tokenizer::unicode_version() { return unicode::nfc_unicode_version(); }
+const char* Tokenizer::unicode_version() {
+  return unicode::nfc_unicode_version();
+}
 
 // -----------------------------------------------------------------------------------------------------------------
 

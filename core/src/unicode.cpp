@@ -1,5 +1,5 @@
-// UTF-8 and Unicode helpers of the tokenizer: validation, decoding, NFC (table driven, Hangul algorithmic),
-// lossy conversion.
+// UTF-8 and Unicode helpers of the tokenizer: validation, decoding, NFC (table driven, Hangul
+// algorithmic), lossy conversion.
 #include "unicode.hpp"
 
 #include <algorithm>
@@ -14,8 +14,8 @@ namespace {
 
 enum class SeqStatus { kValid, kInvalid, kIncomplete };
 
-/// Classifies the sequence starting at bytes[pos] (Unicode Table 3-7). `len` receives the length of the valid
-/// sequence, or of the maximal invalid subpart (at least 1), or of the incomplete prefix.
+/// Classifies the sequence starting at bytes[pos] (Unicode Table 3-7). `len` receives the length of
+/// the valid sequence, or of the maximal invalid subpart (at least 1), or of the incomplete prefix.
 SeqStatus classify(std::string_view bytes, std::size_t pos, std::size_t& len) {
   const auto at = [&](std::size_t i) { return static_cast<unsigned char>(bytes[i]); };
   const unsigned char b0 = at(pos);
@@ -62,18 +62,16 @@ constexpr char32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount *
 
 bool in_ranges(const tables::CodePointRange* table, std::size_t size, char32_t cp) {
   const auto* end = table + size;
-  const auto* it = std::upper_bound(table, end, cp, [](char32_t c, const tables::CodePointRange& r) {
-    return c < r.first;
-  });
+  const auto* it = std::upper_bound(
+      table, end, cp, [](char32_t c, const tables::CodePointRange& r) { return c < r.first; });
   return it != table && cp <= (it - 1)->last;
 }
 
 const tables::Decomposition* find_decomposition(char32_t cp) {
   const auto* begin = tables::kDecomposition;
   const auto* end = begin + tables::kDecompositionSize;
-  const auto* it = std::lower_bound(begin, end, cp, [](const tables::Decomposition& d, char32_t c) {
-    return d.code_point < c;
-  });
+  const auto* it = std::lower_bound(
+      begin, end, cp, [](const tables::Decomposition& d, char32_t c) { return d.code_point < c; });
   return it != end && it->code_point == cp ? it : nullptr;
 }
 
@@ -97,21 +95,23 @@ void decompose_into(std::u32string& out, char32_t cp) {
 }
 
 bool compose_pair(char32_t first, char32_t second, char32_t& composite) {
-  if (first >= kLBase && first < kLBase + kLCount && second >= kVBase && second < kVBase + kVCount) {
+  if (first >= kLBase && first < kLBase + kLCount && second >= kVBase &&
+      second < kVBase + kVCount) {
     composite = kSBase + ((first - kLBase) * kVCount + (second - kVBase)) * kTCount;
     return true;
   }
-  if (first >= kSBase && first < kSBase + kSCount && (first - kSBase) % kTCount == 0 && second > kTBase &&
-      second < kTBase + kTCount) {
+  if (first >= kSBase && first < kSBase + kSCount && (first - kSBase) % kTCount == 0 &&
+      second > kTBase && second < kTBase + kTCount) {
     composite = first + (second - kTBase);
     return true;
   }
   const auto* begin = tables::kComposition;
   const auto* end = begin + tables::kCompositionSize;
-  const auto* it = std::lower_bound(begin, end, std::make_pair(first, second),
-                                    [](const tables::Composition& c, const std::pair<char32_t, char32_t>& key) {
-                                      return c.first < key.first || (c.first == key.first && c.second < key.second);
-                                    });
+  const auto* it = std::lower_bound(
+      begin, end, std::make_pair(first, second),
+      [](const tables::Composition& c, const std::pair<char32_t, char32_t>& key) {
+        return c.first < key.first || (c.first == key.first && c.second < key.second);
+      });
   if (it != end && it->first == first && it->second == second) {
     composite = it->composite;
     return true;
@@ -170,9 +170,8 @@ int combining_class(char32_t cp) {
   if (cp < 0x300) return 0;
   const auto* begin = tables::kCombiningClass;
   const auto* end = begin + tables::kCombiningClassSize;
-  const auto* it = std::upper_bound(begin, end, cp, [](char32_t c, const tables::CombiningClassRange& r) {
-    return c < r.first;
-  });
+  const auto* it = std::upper_bound(
+      begin, end, cp, [](char32_t c, const tables::CombiningClassRange& r) { return c < r.first; });
   if (it != begin && cp <= (it - 1)->last) return (it - 1)->ccc;
   return 0;
 }
@@ -249,8 +248,8 @@ std::string nfc(std::string_view text) {
 
 bool is_white_space(char32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
 }
 
 std::size_t decided_prefix_length(std::string_view bytes) {
@@ -280,6 +279,8 @@ std::string to_valid_utf8_lossy(std::string_view bytes) {
   return out;
 }
 
-const char* nfc_unicode_version() { return tables::kUnicodeVersion; }
+const char* nfc_unicode_version() {
+  return tables::kUnicodeVersion;
+}
 
 }  // namespace tinyllm::unicode

@@ -1,5 +1,6 @@
-// Tests of the Qwen2 ChatML chat template. Expected texts come from transformers' apply_chat_template with
-// Qwen2.5's Jinja template (tools/tokenizer/make_tokenizer_fixtures.py, data/fixtures/tokenizer/chat_template.json).
+// Tests of the Qwen2 ChatML chat template. Expected texts come from transformers'
+// apply_chat_template with Qwen2.5's Jinja template (tools/tokenizer/make_tokenizer_fixtures.py,
+// data/fixtures/tokenizer/chat_template.json).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,7 +24,8 @@ json load_fixture() {
   const auto path = tinyllm::testing::data_dir() / "fixtures" / "tokenizer" / "chat_template.json";
   std::ifstream in(path);
   if (!in) {
-    ADD_FAILURE() << "missing " << path << "; regenerate it with tools/tokenizer/make_tokenizer_fixtures.py";
+    ADD_FAILURE() << "missing " << path
+                  << "; regenerate it with tools/tokenizer/make_tokenizer_fixtures.py";
     return json::object({{"cases", json::array()}});
   }
   return json::parse(in);
@@ -46,9 +48,10 @@ TEST(ChatTemplate, MatchesTransformersQwen25Template) {
 }
 
 TEST(ChatTemplate, DefaultSystemPromptOnlyWhenFirstMessageIsNotSystem) {
-  EXPECT_EQ(tinyllm::apply_chat_template({{"user", "hi"}}),
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
-            "<|im_start|>assistant\n");
+  EXPECT_EQ(
+      tinyllm::apply_chat_template({{"user", "hi"}}),
+      "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+      "<|im_start|>assistant\n");
   EXPECT_EQ(tinyllm::apply_chat_template({{"system", "S"}, {"user", "hi"}}, false),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n");
   EXPECT_EQ(tinyllm::apply_chat_template({{"user", "hi"}}, false, "You are Qwen."),
@@ -56,7 +59,8 @@ TEST(ChatTemplate, DefaultSystemPromptOnlyWhenFirstMessageIsNotSystem) {
 }
 
 TEST(ChatTemplate, UnknownRoleOrEmptyConversationIsInvalidArgument) {
-  EXPECT_THROW(tinyllm::apply_chat_template({{"user", "hi"}, {"tool", "{}"}}), tinyllm::InvalidArgument);
+  EXPECT_THROW(tinyllm::apply_chat_template({{"user", "hi"}, {"tool", "{}"}}),
+               tinyllm::InvalidArgument);
   EXPECT_THROW(tinyllm::apply_chat_template({{"User", "hi"}}), tinyllm::InvalidArgument);
   EXPECT_THROW(tinyllm::apply_chat_template({}), tinyllm::InvalidArgument);
   try {
@@ -67,10 +71,11 @@ TEST(ChatTemplate, UnknownRoleOrEmptyConversationIsInvalidArgument) {
 }
 
 TEST(ChatTemplate, EncodesToChatMLSpecialTokens) {
-  // The rendered prompt goes through the tokenizer: <|im_start|> / <|im_end|> become their special ids, the same
-  // ids HF gives the same text (fixture case special_chatml_full of the test BPE).
+  // The rendered prompt goes through the tokenizer: <|im_start|> / <|im_end|> become their special
+  // ids, the same ids HF gives the same text (fixture case special_chatml_full of the test BPE).
   const auto data = tinyllm::testing::data_dir();
-  const auto tok = tinyllm::Tokenizer::from_file(data / "tokenizers" / "test-bpe" / "tokenizer.json");
+  const auto tok =
+      tinyllm::Tokenizer::from_file(data / "tokenizers" / "test-bpe" / "tokenizer.json");
   const std::string prompt = tinyllm::apply_chat_template({{"user", "Hello!"}});
   std::ifstream in(data / "fixtures" / "tokenizer" / "test_bpe_ids.json");
   ASSERT_TRUE(in) << "missing test_bpe_ids.json";

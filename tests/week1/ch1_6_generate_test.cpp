@@ -112,6 +112,28 @@ TokenPicker scripted(TokenIds script, TokenId after) {
   };
 }
 
+// The embedded trained model and its Hugging Face fixtures (tools/models/make_fixtures.py): a chat
+// prompt, its ids, and 32 greedy ids from transformers (no stop at <|im_end|>) with the top-1 minus
+// top-2 logit margin of each step.
+std::filesystem::path tiny_qwen2_dir() {
+  return testing::data_dir() / "models" / "tiny-qwen2";
+}
+
+struct Golden {
+  std::string prompt;
+  TokenIds input_ids, greedy_ids;
+  size_t safe;  // greedy ids before the first near tie (margin < 0.05): beyond it f32 rounding may
+                // flip
+};
+
+Golden golden(const std::string& prompt_name) {
+  const Fixture fx("models/tiny-qwen2." + prompt_name + ".safetensors");
+  Golden g{fx.meta("prompt"), to_ids(fx.ints("input_ids")), to_ids(fx.ints("greedy_ids")), 0};
+  const Tensor margin = fx.tensor("greedy_margin");
+  while (g.safe < g.greedy_ids.size() && margin.data()[g.safe] >= 0.05f) ++g.safe;
+  return g;
+}
+
 // ---- Task 1 ----
 
 TEST(Generate, Task1_GreedyPickIsTheArgmaxWithLowestIdOnTies) {
@@ -229,6 +251,19 @@ TEST(Generate, Task2_PickerSeesLastPositionLogitsAndDecides) {
   EXPECT_TENSOR_NEAR(seen[1], next_token_logits(model, extended), 1e-6, 0.0);
 }
 
+TEST(Generate, Task2_GoldenGreedyIdsOfTheEmbeddedModel) {
+  const Qwen2ModelWeek1 model = load_qwen2_week1(tiny_qwen2_dir());
+  for (const char* name : {"chat_add"}) {  // 17 tie-free ids, past the answer's <|im_end|>
+    SCOPED_TRACE(name);
+    const Golden g = golden(name);
+    ASSERT_GE(g.safe, 10u) << "the fixture's greedy margins leave too few comparable tokens";
+    const Generation out = generate_tokens(
+        model, g.input_ids,
+        GenerationOptions{.max_new_tokens = static_cast<int64_t>(g.safe), .stop_ids = {}});
+    EXPECT_EQ(out.tokens, TokenIds(g.greedy_ids.begin(), g.greedy_ids.begin() + g.safe));
+  }
+}
+
 TEST(Generate, Task2_ContextLengthErrorNamesTheNumbers) {
   const Qwen2ModelWeek1 model = load_qwen2_week1(checkpoint_dir("qwen2-bf16-tied"));
   ASSERT_EQ(model.config().max_position_embeddings, 128);
@@ -329,6 +364,29 @@ TEST(Generate, Task3_BudgetEndingInsideACharacterFlushesAReplacement) {
   EXPECT_EQ(pieces[0], "a");
   for (const auto& piece : pieces) EXPECT_TRUE(is_valid_utf8(piece)) << piece;
   EXPECT_EQ(result.text, "a\uFFFD") << "finish() turns the dangling bytes into U+FFFD";
+}
+
+TEST(Generate, Task3_GoldenChatAnswerOfTheEmbeddedModel) {
+  const Qwen2ModelWeek1 model = load_qwen2_week1(tiny_qwen2_dir());
+  const Tokenizer tokenizer = Tokenizer::from_model_dir(tiny_qwen2_dir());
+  const TokenId im_end = *tokenizer.token_to_id("<|im_end|>");
+  for (const char* name : {"chat_add", "chat_capital"}) {
+    SCOPED_TRACE(name);
+    const Golden g = golden(name);
+    // HF's answer: its greedy ids up to the first <|im_end|>, within the tie-free prefix.
+    const auto end = std::find(g.greedy_ids.begin(), g.greedy_ids.end(), im_end);
+    ASSERT_LT(static_cast<size_t>(end - g.greedy_ids.begin()), g.safe);
+    const TokenIds answer(g.greedy_ids.begin(), end);
+    std::string streamed;
+    const TextGeneration out = simple_generate(
+        model, tokenizer, g.prompt, GenerationOptions{.max_new_tokens = 32, .stop_ids = {}},
+        greedy_pick, [&](std::string_view piece) { streamed += piece; });
+    EXPECT_EQ(out.prompt_tokens, static_cast<int64_t>(g.input_ids.size()));
+    EXPECT_EQ(out.generation.tokens, answer);
+    EXPECT_EQ(out.generation.stop_token, std::optional<TokenId>(im_end));
+    EXPECT_EQ(out.text, tokenizer.decode(answer));
+    EXPECT_EQ(streamed, out.text);
+  }
 }
 
 TEST(Generate, Task3_PromptLongerThanTheContextIsAnError) {

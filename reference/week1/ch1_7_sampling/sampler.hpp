@@ -3,12 +3,10 @@
 // and top-p (nucleus) filters.
 //
 // The order of operations of this course's Sampler (book/week1/ch1_7_sampling.md explains why):
-//   temperature == 0  ->  greedy argmax (ties -> the lowest id); nothing is drawn, the RNG is not
-//   used. otherwise:        logits / temperature -> top-k filter -> softmax -> top-p filter
-//   (inclusive rule)
-//                     -> renormalise -> draw one id with the seeded RNG.
-// Ties are always broken towards the lower token id, so "the k best" and "the nucleus" are unique
-// sets.
+//   temperature == 0:  greedy argmax (ties -> the lowest id); nothing is drawn, the RNG is unused.
+//   otherwise:         logits / temperature -> top-k filter -> softmax
+//                      -> top-p filter (inclusive rule) -> renormalise -> draw with the seeded RNG.
+// Ties are always broken towards the lower token id, so "the k best" and "the nucleus" are unique.
 #pragma once
 
 #include <algorithm>
@@ -216,6 +214,7 @@ class Sampler {
   /// another rank). temperature == 0: argmax (the RNG is untouched). Otherwise
   /// sample_from(distribution(logits), rng).
   TokenId operator()(const Tensor& logits) {
+    // Check the shape; greedy needs no random numbers; otherwise draw from distribution(logits).
     // SOLUTION BEGIN ch1.7 Task 1
     if (logits.ndim() != 1) {
       throw ShapeError("Sampler: expected the logits of one position, shape [V], got " +
