@@ -1,13 +1,18 @@
 #!/bin/bash
 # The whole model pipeline of issue 3 on one GPU machine, in the repository root:
-#   tools/models/run_device.sh smoke   # corpus v1, 150k docs, 40/15/30 s of training; trains the
-#                                      # tokenizer too. This run made the shipped models (~4 min).
-#   tools/models/run_device.sh full    # corpus v2, 600k docs, 250/30/80 s, committed tokenizer
-#                                      # (~9 min of the 10-minute limit; not yet run with packing)
+#   DOCS=400000 BUDGETS=170,20,45 PER_SKILL=100 bash tools/models/run_device.sh full
+#       # what made the shipped models in data/models: committed tokenizer, corpus v2
+#       # (--mix v2 --reading-q 3), 400k docs, 170/20/45 s of training, eval 100 per skill,
+#       # fixtures; 369 s wall on one H100 (see data/models/README.md).
+#   tools/models/run_device.sh full    # same, with the larger defaults below: 600k docs,
+#                                      # 250/30/80 s, eval 200 per skill (~9 min, near the
+#                                      # 10-minute limit; not yet run with packing)
+#   tools/models/run_device.sh smoke   # corpus v1, 150k docs, 40/15/30 s of training, eval 30 per
+#                                      # skill; trains the tokenizer too. Made the earlier models (~4 min).
 # Results go to $OUT (default /tmp/out): one tar per model directory, the fixtures as a tar,
-# eval.json, train_report.json and the log. Unpack the tars into data/models and
+# eval.json, train_report.json and the log ($MODE.log). Unpack the tars into data/models and
 # data/fixtures/models.
-# Tunables (env): DOCS, BUDGETS (seconds of training for main,draft,moe), PER_SKILL.
+# Tunables (env): DOCS, BUDGETS (seconds of training for main,draft,moe), PER_SKILL, CORPUS (full only).
 set -o pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 MODE=${1:-full}
