@@ -31,6 +31,7 @@ the whole text for raw prose). Each test record is {"skill", "messages", "tools"
 """
 import argparse
 import json
+import pathlib
 import random
 import sys
 import zlib
@@ -41,66 +42,8 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 # Chat template (Python mirror of CHAT_TEMPLATE; train_tokenizer.py checks they agree)
 # ----------------------------------------------------------------------------------------
 
-CHAT_TEMPLATE = (
-    "{%- if tools %}\n"
-    "    {{- '<|im_start|>system\\n' }}\n"
-    "    {%- if messages[0]['role'] == 'system' %}\n"
-    "        {{- messages[0]['content'] }}\n"
-    "    {%- else %}\n"
-    "        {{- 'You are a helpful assistant.' }}\n"
-    "    {%- endif %}\n"
-    "    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
-    "    {%- for tool in tools %}\n"
-    "        {{- \"\\n\" }}\n"
-    "        {{- tool | tojson }}\n"
-    "    {%- endfor %}\n"
-    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and "
-    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, "
-    "\\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
-    "{%- else %}\n"
-    "    {%- if messages[0]['role'] == 'system' %}\n"
-    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
-    "    {%- else %}\n"
-    "        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n"
-    "    {%- endif %}\n"
-    "{%- endif %}\n"
-    "{%- for message in messages %}\n"
-    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
-    "(message.role == \"assistant\" and not message.tool_calls) %}\n"
-    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
-    "    {%- elif message.role == \"assistant\" %}\n"
-    "        {{- '<|im_start|>' + message.role }}\n"
-    "        {%- if message.content %}\n"
-    "            {{- '\\n' + message.content }}\n"
-    "        {%- endif %}\n"
-    "        {%- for tool_call in message.tool_calls %}\n"
-    "            {%- if tool_call.function is defined %}\n"
-    "                {%- set tool_call = tool_call.function %}\n"
-    "            {%- endif %}\n"
-    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n"
-    "            {{- tool_call.name }}\n"
-    "            {{- '\", \"arguments\": ' }}\n"
-    "            {{- tool_call.arguments | tojson }}\n"
-    "            {{- '}\\n</tool_call>' }}\n"
-    "        {%- endfor %}\n"
-    "        {{- '<|im_end|>\\n' }}\n"
-    "    {%- elif message.role == \"tool\" %}\n"
-    "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
-    "            {{- '<|im_start|>user' }}\n"
-    "        {%- endif %}\n"
-    "        {{- '\\n<tool_response>\\n' }}\n"
-    "        {{- message.content }}\n"
-    "        {{- '\\n</tool_response>' }}\n"
-    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
-    "            {{- '<|im_end|>\\n' }}\n"
-    "        {%- endif %}\n"
-    "    {%- endif %}\n"
-    "{%- endfor %}\n"
-    "{%- if add_generation_prompt %}\n"
-    "    {{- '<|im_start|>assistant\\n' }}\n"
-    "{%- endif %}\n"
-)
+# The Qwen2.5 template, shared with tools/tokenizer/make_tokenizer_fixtures.py.
+CHAT_TEMPLATE = (pathlib.Path(__file__).resolve().parent.parent / "qwen2.5_chat_template.jinja").read_text()
 
 TOOLS = [
     {"type": "function", "function": {
@@ -742,7 +685,7 @@ def passkey(rng, split, max_sentences=70):
 # Document mixes of the training split (fractions of documents). "v1" trained the shipped
 # models and the tokenizer (tools/models/tokenizer). "v2" gives reading comprehension the
 # largest share and less to the long, mostly-prompt tool documents; meant for a longer retrain
-# with --reading-q 3 (several questions per reading document), not yet used for shipped models.
+# with --reading-q 3 (several questions per reading document); the shipped models were trained on it (data/models/README.md).
 MIX_V1 = [("arith", 0.30), ("facts", 0.13), ("multi", 0.06), ("prose", 0.10), ("story_chat", 0.03),
           ("tool", 0.17), ("reading", 0.11), ("passkey", 0.08), ("greet", 0.02)]
 MIX_V2 = [("arith", 0.30), ("facts", 0.12), ("multi", 0.06), ("prose", 0.09), ("story_chat", 0.03),
