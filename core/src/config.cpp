@@ -145,12 +145,14 @@ void check_architecture(const json& root, const std::string& source) {
                     "] do not include Qwen2ForCausalLM; tiny-llm.cpp runs Qwen2 models only");
 }
 
-// transformers 5 writes {"rope_parameters": {"rope_type": "default", "rope_theta": ...}} and may omit the
-// top-level "rope_theta" that older configs have. Scaled RoPE types arrive with chapter 3.7.
+// transformers 5 writes {"rope_parameters": {"rope_type": "default", "rope_theta": ...}} and may
+// omit the top-level "rope_theta" that older configs have. Scaled RoPE types arrive with
+// chapter 3.7.
 float rope_theta_from_parameters(const json& root, const std::string& source) {
   const auto it = root.find("rope_parameters");
   if (it == root.end() || it->is_null()) return 10000.0f;
-  if (!it->is_object()) throw ConfigError(source + ": rope_parameters must be an object, got " + it->dump());
+  if (!it->is_object())
+    throw ConfigError(source + ": rope_parameters must be an object, got " + it->dump());
   const std::string type = it->value("rope_type", std::string("default"));
   if (type != "default") {
     throw ConfigError(source + ": rope_parameters.rope_type \"" + type +
@@ -159,7 +161,8 @@ float rope_theta_from_parameters(const json& root, const std::string& source) {
   const auto theta = it->find("rope_theta");
   if (theta == it->end()) return 10000.0f;
   if (!theta->is_number() || theta->get<double>() <= 0) {
-    throw ConfigError(source + ": rope_parameters.rope_theta must be a positive number, got " + theta->dump());
+    throw ConfigError(source + ": rope_parameters.rope_theta must be a positive number, got " +
+                      theta->dump());
   }
   return theta->get<float>();
 }

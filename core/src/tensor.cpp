@@ -28,10 +28,12 @@ int64_t shape_numel(const Shape& shape) {
 
 Tensor::Tensor(Shape shape) : shape_(std::move(shape)), data_(shape_numel(shape_), 0.0f) {}
 
-Tensor::Tensor(Shape shape, std::vector<float> values) : shape_(std::move(shape)), data_(std::move(values)) {
+Tensor::Tensor(Shape shape, std::vector<float> values)
+    : shape_(std::move(shape)), data_(std::move(values)) {
   if (shape_numel(shape_) != static_cast<int64_t>(data_.size())) {
-    throw ShapeError("Tensor: shape " + shape_to_string(shape_) + " holds " + std::to_string(shape_numel(shape_)) +
-                     " values, but " + std::to_string(data_.size()) + " were given");
+    throw ShapeError("Tensor: shape " + shape_to_string(shape_) + " holds " +
+                     std::to_string(shape_numel(shape_)) + " values, but " +
+                     std::to_string(data_.size()) + " were given");
   }
 }
 
@@ -51,21 +53,23 @@ int64_t Tensor::dim(int axis) const {
   const int n = ndim();
   const int a = axis < 0 ? axis + n : axis;
   if (a < 0 || a >= n) {
-    throw ShapeError("axis " + std::to_string(axis) + " is out of range for shape " + shape_to_string(shape_));
+    throw ShapeError("axis " + std::to_string(axis) + " is out of range for shape " +
+                     shape_to_string(shape_));
   }
   return shape_[a];
 }
 
 float& Tensor::at(std::initializer_list<int64_t> index) {
   if (static_cast<int>(index.size()) != ndim()) {
-    throw ShapeError("Tensor::at: " + std::to_string(index.size()) + " indices for shape " + shape_to_string(shape_));
+    throw ShapeError("Tensor::at: " + std::to_string(index.size()) + " indices for shape " +
+                     shape_to_string(shape_));
   }
   int64_t offset = 0;
   int axis = 0;
   for (int64_t i : index) {
     if (i < 0 || i >= shape_[axis]) {
-      throw ShapeError("Tensor::at: index " + std::to_string(i) + " out of range on axis " + std::to_string(axis) +
-                       " of shape " + shape_to_string(shape_));
+      throw ShapeError("Tensor::at: index " + std::to_string(i) + " out of range on axis " +
+                       std::to_string(axis) + " of shape " + shape_to_string(shape_));
     }
     offset = offset * shape_[axis] + i;
     ++axis;
@@ -73,14 +77,17 @@ float& Tensor::at(std::initializer_list<int64_t> index) {
   return data_[offset];
 }
 
-float Tensor::at(std::initializer_list<int64_t> index) const { return const_cast<Tensor*>(this)->at(index); }
+float Tensor::at(std::initializer_list<int64_t> index) const {
+  return const_cast<Tensor*>(this)->at(index);
+}
 
 static Shape resolve_shape(Shape new_shape, int64_t numel, const Shape& old_shape) {
   int64_t known = 1;
   int inferred = -1;
   for (size_t i = 0; i < new_shape.size(); ++i) {
     if (new_shape[i] == -1) {
-      if (inferred >= 0) throw ShapeError("reshape: more than one -1 in " + shape_to_string(new_shape));
+      if (inferred >= 0)
+        throw ShapeError("reshape: more than one -1 in " + shape_to_string(new_shape));
       inferred = static_cast<int>(i);
     } else if (new_shape[i] < 0) {
       throw ShapeError("reshape: negative dimension in " + shape_to_string(new_shape));
@@ -136,8 +143,8 @@ Tensor Tensor::transpose(int axis_a, int axis_b) const {
 
 void Tensor::require_rank(int min_rank, const char* what) const {
   if (ndim() < min_rank) {
-    throw ShapeError(std::string(what) + ": needs a tensor of rank >= " + std::to_string(min_rank) + ", got shape " +
-                     shape_to_string(shape_));
+    throw ShapeError(std::string(what) + ": needs a tensor of rank >= " + std::to_string(min_rank) +
+                     ", got shape " + shape_to_string(shape_));
   }
 }
 
@@ -174,7 +181,8 @@ ConstMatrixMap Tensor::rows() const {
 
 void check_shape(const Tensor& t, const Shape& expected, const std::string& what) {
   if (t.shape() != expected) {
-    throw ShapeError(what + ": expected shape " + shape_to_string(expected) + ", got " + shape_to_string(t.shape()));
+    throw ShapeError(what + ": expected shape " + shape_to_string(expected) + ", got " +
+                     shape_to_string(t.shape()));
   }
 }
 

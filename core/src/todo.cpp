@@ -31,11 +31,12 @@ std::string short_name(const std::string& pretty) {
 
 }  // namespace
 
-void throw_todo(const char* chapter, const char* task, const char* function, const char* file, int line) {
+void throw_todo(const char* chapter, const char* task, const char* function, const char* file,
+                int line) {
   const std::string relative = path_from_week(file);
   throw NotImplemented(std::string("TODO(") + chapter + " " + task + "): " + short_name(function) +
-                       " is not implemented yet (" + relative + ":" + std::to_string(line) + "); see " +
-                       book_page(relative));
+                       " is not implemented yet (" + relative + ":" + std::to_string(line) +
+                       "); see " + book_page(relative));
 }
 
 }  // namespace tinyllm::detail

@@ -273,7 +273,8 @@ TEST_F(ConfigFiles, InvalidConfigFileNamesThePath) {
 namespace tinyllm {
 namespace {
 
-// transformers 5 writes the RoPE base inside "rope_parameters" and may leave out the top-level "rope_theta".
+// transformers 5 writes the RoPE base inside "rope_parameters" and may leave out the top-level
+// "rope_theta".
 TEST(Config, RopeThetaFromRopeParameters) {
   const Qwen2Config c = parse_qwen2_config(
       minimal(R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0})"));
@@ -282,7 +283,8 @@ TEST(Config, RopeThetaFromRopeParameters) {
 
 TEST(Config, ScaledRopeParametersAreNotSupportedYet) {
   expect_error<ConfigError>(
-      minimal(R"(, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0})"),
+      minimal(
+          R"(, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0})"),
       {"rope_type \"yarn\"", "chapter 3.7"});
 }
 

@@ -27,13 +27,20 @@ Fixture::Fixture(const std::string& relative_path) {
   file_ = std::make_shared<SafetensorsFile>(SafetensorsFile::open(path));
 }
 
-Tensor Fixture::tensor(const std::string& name) const { return file_->load(name); }
-std::vector<int64_t> Fixture::ints(const std::string& name) const { return file_->load_ints(name); }
-bool Fixture::has(const std::string& name) const { return file_->contains(name); }
+Tensor Fixture::tensor(const std::string& name) const {
+  return file_->load(name);
+}
+std::vector<int64_t> Fixture::ints(const std::string& name) const {
+  return file_->load_ints(name);
+}
+bool Fixture::has(const std::string& name) const {
+  return file_->contains(name);
+}
 
 float Fixture::scalar(const std::string& name) const {
   const Tensor t = tensor(name);
-  if (t.numel() != 1) throw ShapeError("fixture value " + name + " is not a scalar: " + shape_to_string(t.shape()));
+  if (t.numel() != 1)
+    throw ShapeError("fixture value " + name + " is not a scalar: " + shape_to_string(t.shape()));
   return t.data()[0];
 }
 
@@ -56,12 +63,13 @@ std::string index_string(const Shape& shape, int64_t flat) {
 }
 }  // namespace
 
-::testing::AssertionResult TensorNear(const char* actual_expr, const char* expected_expr, const char*,
-                                      const char*, const Tensor& actual, const Tensor& expected, double atol,
-                                      double rtol) {
+::testing::AssertionResult TensorNear(const char* actual_expr, const char* expected_expr,
+                                      const char*, const char*, const Tensor& actual,
+                                      const Tensor& expected, double atol, double rtol) {
   if (actual.shape() != expected.shape()) {
-    return ::testing::AssertionFailure() << actual_expr << " has shape " << shape_to_string(actual.shape()) << " but "
-                                         << expected_expr << " has shape " << shape_to_string(expected.shape());
+    return ::testing::AssertionFailure()
+           << actual_expr << " has shape " << shape_to_string(actual.shape()) << " but "
+           << expected_expr << " has shape " << shape_to_string(expected.shape());
   }
   double max_abs = 0.0, max_rel = 0.0;
   int64_t bad = 0;
@@ -77,15 +85,18 @@ std::string index_string(const Shape& shape, int64_t flat) {
       if (e != 0.0) max_rel = std::max(max_rel, diff / std::fabs(e));
     }
     if (!ok && !both_inf) {
-      if (bad < 5) first << "\n    at " << index_string(actual.shape(), i) << ": actual " << a << ", expected " << e;
+      if (bad < 5)
+        first << "\n    at " << index_string(actual.shape(), i) << ": actual " << a << ", expected "
+              << e;
       ++bad;
     }
   }
   if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << actual_expr << " differs from " << expected_expr << " in " << bad << " of "
-                                       << actual.numel() << " elements (shape " << shape_to_string(actual.shape())
-                                       << ", atol " << atol << ", rtol " << rtol << "); max abs error " << max_abs
-                                       << ", max rel error " << max_rel << first.str();
+  return ::testing::AssertionFailure()
+         << actual_expr << " differs from " << expected_expr << " in " << bad << " of "
+         << actual.numel() << " elements (shape " << shape_to_string(actual.shape()) << ", atol "
+         << atol << ", rtol " << rtol << "); max abs error " << max_abs << ", max rel error "
+         << max_rel << first.str();
 }
 
 }  // namespace tinyllm::testing

@@ -9,9 +9,9 @@
 namespace tinyllm {
 
 struct Qwen2Config {
-  int64_t vocab_size = 0;               // V
-  int64_t hidden_size = 0;              // E
-  int64_t intermediate_size = 0;        // I
+  int64_t vocab_size = 0;         // V
+  int64_t hidden_size = 0;        // E
+  int64_t intermediate_size = 0;  // I
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;      // H_q
   int64_t num_key_value_heads = 0;      // H
@@ -20,13 +20,15 @@ struct Qwen2Config {
   float rms_norm_eps = 1e-6f;
   float rope_theta = 1000000.0f;
   bool tie_word_embeddings = false;
-  std::string torch_dtype;              // "bfloat16", "float32", ... (informational)
-  std::vector<int64_t> eos_token_ids;   // from config.json / generation_config.json when present
+  std::string torch_dtype;             // "bfloat16", "float32", ... (informational)
+  std::vector<int64_t> eos_token_ids;  // from config.json / generation_config.json when present
 };
 
-/// Parses and validates config.json (ConfigError for missing or inconsistent fields, an architecture other than
-/// Qwen2, e.g. hidden_size not divisible by num_attention_heads; FormatError for invalid JSON).
+/// Parses and validates config.json (ConfigError for missing or inconsistent fields, an
+/// architecture other than Qwen2, e.g. hidden_size not divisible by num_attention_heads;
+/// FormatError for invalid JSON).
 Qwen2Config load_qwen2_config(const std::filesystem::path& config_json);
-Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name = "config.json");
+Qwen2Config parse_qwen2_config(const std::string& json_text,
+                               const std::string& source_name = "config.json");
 
 }  // namespace tinyllm

@@ -1,5 +1,5 @@
-// Error types of tiny-llm.cpp. Every bad input gets a specific type so that tests (and learners) can tell a
-// wrong shape from a broken file from a chapter that is not written yet.
+// Error types of tiny-llm.cpp. Every bad input gets a specific type so that tests (and learners)
+// can tell a wrong shape from a broken file from a chapter that is not written yet.
 #pragma once
 
 #include <stdexcept>
@@ -55,8 +55,9 @@ class InvalidArgument : public Error {
   using Error::Error;
 };
 
-/// Thrown by an exercise that the learner has not written yet. It derives directly from std::exception (not from
-/// tinyllm::Error or std::logic_error) so that no error-path test can mistake a stub for a correct rejection.
+/// Thrown by an exercise that the learner has not written yet. It derives directly from
+/// std::exception (not from tinyllm::Error or std::logic_error) so that no error-path test can
+/// mistake a stub for a correct rejection.
 class NotImplemented : public std::exception {
  public:
   explicit NotImplemented(std::string message) : message_(std::move(message)) {}

@@ -1,5 +1,6 @@
-// Reading and writing safetensors files (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
-// length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {...}}, then the raw data.
+// Reading and writing safetensors files (https://huggingface.co/docs/safetensors): an 8-byte
+// little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__":
+// {...}}, then the raw data.
 #pragma once
 
 #include <cstddef>
@@ -25,9 +26,10 @@ struct TensorInfo {
   size_t end = 0;
 };
 
-/// One memory-mapped safetensors file. Opening validates the whole header (FormatError on a truncated file, bad
-/// JSON, overlapping or out-of-range offsets, sizes that disagree with shape x dtype; DTypeError on an unknown
-/// dtype), so that later reads cannot run off the end of the mapping.
+/// One memory-mapped safetensors file. Opening validates the whole header (FormatError on a
+/// truncated file, bad JSON, overlapping or out-of-range offsets, sizes that disagree with shape x
+/// dtype; DTypeError on an unknown dtype), so that later reads cannot run off the end of the
+/// mapping.
 class SafetensorsFile {
  public:
   static SafetensorsFile open(const std::filesystem::path& path);
@@ -45,7 +47,8 @@ class SafetensorsFile {
   std::span<const std::byte> bytes(const std::string& name) const;
   /// Loads one tensor converted to f32 (from F32, F16, BF16, F64 and the integer types).
   Tensor load(const std::string& name) const;
-  /// Loads an integer tensor (I8/U8/I16/I32/I64/U32/BOOL) as int64 values, e.g. token ids in fixtures.
+  /// Loads an integer tensor (I8/U8/I16/I32/I64/U32/BOOL) as int64 values, e.g. token ids in
+  /// fixtures.
   std::vector<int64_t> load_ints(const std::string& name) const;
 
  private:
@@ -58,7 +61,8 @@ class SafetensorsFile {
   size_t mapping_size_ = 0;
 };
 
-/// A tensor to write: f32 values stored as `dtype` (F32, F16 or BF16), or int64 values stored as an integer dtype.
+/// A tensor to write: f32 values stored as `dtype` (F32, F16 or BF16), or int64 values stored as an
+/// integer dtype.
 struct TensorToSave {
   std::string name;
   Tensor values;                  // for float dtypes
@@ -74,13 +78,15 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<Tenso
 /// model.safetensors.index.json ("weight_map": {tensor name: shard file}).
 class Checkpoint {
  public:
-  /// Throws FormatError with a readable message for a missing directory, missing files or a bad index.
+  /// Throws FormatError with a readable message for a missing directory, missing files or a bad
+  /// index.
   static Checkpoint open(const std::filesystem::path& dir);
   const std::filesystem::path& dir() const { return dir_; }
   std::vector<std::string> names() const;
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;
-  /// Loads a tensor converted to f32; FormatError naming the tensor and the directory if it is missing.
+  /// Loads a tensor converted to f32; FormatError naming the tensor and the directory if it is
+  /// missing.
   Tensor load(const std::string& name) const;
   /// Loads a tensor and checks its shape (ShapeError naming the tensor if it differs).
   Tensor load(const std::string& name, const Shape& expected_shape) const;

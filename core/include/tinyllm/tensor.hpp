@@ -1,5 +1,6 @@
-// Tensor: a shape plus contiguous row-major float32 storage. It is deliberately small: the arithmetic is done
-// with Eigen on 2-D views of the tensor's slices (`matrix(i)`), the way a learner thinks about attention.
+// Tensor: a shape plus contiguous row-major float32 storage. It is deliberately small: the
+// arithmetic is done with Eigen on 2-D views of the tensor's slices (`matrix(i)`), the way a
+// learner thinks about attention.
 #pragma once
 
 #include <Eigen/Dense>
@@ -51,7 +52,8 @@ class Tensor {
   float& at(std::initializer_list<int64_t> index);
   float at(std::initializer_list<int64_t> index) const;
 
-  /// The same data with another shape of equal numel; one dimension may be -1 (inferred). Throws ShapeError.
+  /// The same data with another shape of equal numel; one dimension may be -1 (inferred). Throws
+  /// ShapeError.
   Tensor reshape(Shape new_shape) const&;
   Tensor reshape(Shape new_shape) &&;
 
@@ -63,7 +65,8 @@ class Tensor {
   /// View of the i-th matrix formed by the last two dimensions (rows = dim(-2), cols = dim(-1)).
   MatrixMap matrix(int64_t i);
   ConstMatrixMap matrix(int64_t i) const;
-  /// View of the whole tensor as [numel / dim(-1), dim(-1)]: each row is one vector of the last axis.
+  /// View of the whole tensor as [numel / dim(-1), dim(-1)]: each row is one vector of the last
+  /// axis.
   MatrixMap rows();
   ConstMatrixMap rows() const;
 
