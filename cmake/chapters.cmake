@@ -7,3 +7,8 @@ tinyllm_chapter(ch1.4 WEEK week1 DIR ch1_4_rmsnorm_mlp TITLE "RMSNorm and the Sw
 tinyllm_chapter(ch1.5 WEEK week1 DIR ch1_5_qwen2_model TITLE "The Qwen2 model" DEPENDS ch1.3 ch1.4)
 tinyllm_chapter(ch1.6 WEEK week1 DIR ch1_6_generate TITLE "Generating text" DEPENDS ch1.5)
 tinyllm_chapter(ch1.7 WEEK week1 DIR ch1_7_sampling TITLE "Sampling" DEPENDS ch1.6)
+tinyllm_chapter(ch2.1 WEEK week2 DIR ch2_1_kv_cache TITLE "KV cache" DEPENDS ch1.6 ch1.7)
+tinyllm_chapter(ch2.2 WEEK week2 DIR ch2_2_quantized_matmul TITLE "Quantized matmul, scalar" DEPENDS ch1.1)
+tinyllm_chapter(ch2.3 WEEK week2 DIR ch2_3_fast_qmatmul TITLE "Quantized matmul, fast" DEPENDS ch2.2)
+tinyllm_chapter(ch2.4 WEEK week2 DIR ch2_4_flash_attention TITLE "Flash attention" DEPENDS ch1.3)
+tinyllm_chapter(ch2.5 WEEK week2 DIR ch2_5_parallel_flash_attention TITLE "Flash attention, parallel" DEPENDS ch2.4)

@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--model-dir", required=True, help="the embedded model (for its tokenizer.json)")
     ap.add_argument("--fixture", required=True)
     ap.add_argument("--question", required=True)
+    ap.add_argument("--extra", action="append", default=[], help="another argument for chat, e.g. --no-kv-cache")
     a = ap.parse_args()
     fx = read_safetensors(a.fixture)
     greedy = fx["greedy_ids"][1]
@@ -63,7 +64,7 @@ def main():
         return 1
     expected = decode(os.path.join(a.model_dir, "tokenizer.json"), greedy[:n])
     env = {k: v for k, v in os.environ.items() if k != "TINYLLM_MODEL_DIR"}
-    run = subprocess.run([a.exe, "chat", "--prompt", a.question], capture_output=True, env=env, timeout=600)
+    run = subprocess.run([a.exe, "chat", "--prompt", a.question] + a.extra, capture_output=True, env=env, timeout=600)
     answer = run.stdout.decode("utf-8", errors="replace").rstrip("\n")
     if run.returncode != 0 or answer != expected:
         print(f"FAIL: exit {run.returncode}; answer {answer!r}, Hugging Face's greedy answer {expected!r}\n"

@@ -21,7 +21,11 @@ const char* const kSamplingHelp =
     "off)\n"
     "  --seed S            seed of the sampler's random numbers (default 0)\n"
     "  --max-tokens N      generate at most N tokens (default: up to 256, as many as fit in the "
-    "context)\n";
+    "context)\n"
+    "  --kv-cache          generate with chapter 2.1's KV cache (prefill once, then one token per "
+    "step;\n"
+    "                      the default when this build has chapter 2.1 from the reference)\n"
+    "  --no-kv-cache       recompute the whole sequence for every token (chapter 1.6)\n";
 
 std::string trim(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t");
@@ -35,7 +39,8 @@ std::string trim(const std::string& s) {
 const std::vector<CommandSpec>& command_specs() {
   static const std::vector<CommandSpec> specs = {
       {"chat",
-       {"model", "prompt", "system", "temperature", "top-k", "top-p", "seed", "max-tokens"},
+       {"model", "prompt", "system", "temperature", "top-k", "top-p", "seed", "max-tokens",
+        "kv-cache", "no-kv-cache"},
        std::string(
            "usage: tinyllm chat [--prompt TEXT] [--system TEXT] [options]\n\n"
            "Chats with the model through the Qwen2 chat template, streaming the answer to stdout.\n"
@@ -49,7 +54,8 @@ const std::vector<CommandSpec>& command_specs() {
            "  --system TEXT       the system prompt (default \"You are a helpful assistant.\")\n") +
            kSamplingHelp + kModelHelp},
       {"generate",
-       {"model", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens"},
+       {"model", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens", "kv-cache",
+        "no-kv-cache"},
        std::string(
            "usage: tinyllm generate --prompt TEXT [options]\n\n"
            "Continues raw text (no chat template), streaming the continuation to stdout.\n\n"
@@ -80,9 +86,46 @@ const std::vector<CommandSpec>& command_specs() {
            "  --ids LIST          comma-separated token ids (required)\n"
            "  --out FILE          output file, .safetensors or .json (required)\n") +
            kModelHelp},
+      {"bench",
+       {"model", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed"},
+       std::string(
+           "usage: tinyllm bench [--model DIR] [-p 512] [-n 128] [-t 1,2] [-r 5] [--json FILE]\n\n"
+           "Measures like llama-bench: prefill of -p random token ids in one call (test ppN) and\n"
+           "decode of -n tokens one at a time with the KV cache (test tgN), each from empty "
+           "caches,\n"
+           "after one warm-up run, repeated -r times; prints tokens/s as mean +- stddev. -p, -n "
+           "and\n"
+           "-t take comma-separated lists; 0 skips a test. Threads: OpenMP and Eigen.\n\n"
+           "options:\n"
+           "  -p, --n-prompt N    prompt lengths (default 512)\n"
+           "  -n, --n-gen N       decode lengths (default 128)\n"
+           "  -t, --threads N     thread counts (default: all cores)\n"
+           "  -r, --repetitions N repetitions of each test (default 5)\n"
+           "  --seed S            seed of the random token ids (default 0)\n"
+           "  --json FILE         also write the results as JSON\n") +
+           kModelHelp},
   };
   return specs;
 }
+
+namespace {
+
+// Flags that take no value: the switches.
+bool is_switch(const std::string& name) {
+  return name == "kv-cache" || name == "no-kv-cache";
+}
+
+// llama-bench's short flags of `bench`: -p, -n, -t, -r.
+std::string long_name(const std::string& command, const std::string& arg) {
+  if (command != "bench") return "";
+  if (arg == "-p") return "n-prompt";
+  if (arg == "-n") return "n-gen";
+  if (arg == "-t") return "threads";
+  if (arg == "-r") return "repetitions";
+  return "";
+}
+
+}  // namespace
 
 const CommandSpec* find_command(const std::string& name) {
   for (const auto& spec : command_specs()) {
@@ -99,7 +142,8 @@ std::string general_help(const std::string& program) {
          "  chat       chat with the model (interactive, or one-shot with --prompt)\n"
          "  generate   continue raw text, no chat template\n"
          "  tokenize   print the token ids of a text as JSON\n"
-         "  logits     write the logits of every position to a .safetensors or .json file\n\n"
+         "  logits     write the logits of every position to a .safetensors or .json file\n"
+         "  bench      measure prefill and decode tokens/s (like llama-bench)\n\n"
          "Run `" +
          program + " <command> --help` for a command's options.\n";
 }
@@ -115,7 +159,7 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   const CommandSpec* spec = find_command(args[0]);
   if (spec == nullptr) {
     throw UsageError("unknown command '" + args[0] +
-                     "' (commands: chat, generate, tokenize, logits)");
+                     "' (commands: chat, generate, tokenize, logits, bench)");
   }
   cl.command = spec->name;
   for (size_t i = 1; i < args.size(); ++i) {
@@ -124,23 +168,29 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.flags["help"] = "";
       continue;
     }
-    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+    std::string name, value;
+    bool has_value = false;
+    if (const std::string alias = long_name(cl.command, arg); !alias.empty()) {
+      name = alias;
+    } else if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
       throw UsageError(cl.command + ": unexpected argument '" + arg +
                        "' (flags look like --name VALUE)");
-    }
-    std::string name = arg.substr(2), value;
-    bool has_value = false;
-    if (const auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_value = true;
+    } else {
+      name = arg.substr(2);
+      if (const auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        has_value = true;
+      }
     }
     const auto& allowed = spec->value_flags;
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
       throw UsageError(cl.command + ": unknown option --" + name + " (see " + cl.command +
                        " --help)");
     }
-    if (!has_value) {
+    if (is_switch(name)) {
+      if (has_value) throw UsageError("--" + name + " takes no value");
+    } else if (!has_value) {
       if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
       value = args[++i];
     }

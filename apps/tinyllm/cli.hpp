@@ -23,7 +23,7 @@ class UsageError : public std::runtime_error {
 /// The parsed command line: the subcommand and its --flag values ("--name value" or
 /// "--name=value").
 struct CommandLine {
-  std::string command;  // "chat", "generate", "tokenize", "logits" or "help"
+  std::string command;  // "chat", "generate", "tokenize", "logits", "bench" or "help"
   std::map<std::string, std::string>
       flags;  // without the leading "--"; "help" maps to "" when given
   bool has(const std::string& name) const { return flags.count(name) != 0; }

@@ -17,6 +17,8 @@
 #include <tinyllm/ch1_5_qwen2_model/qwen2_model.hpp>
 #include <tinyllm/ch1_6_generate/generate.hpp>
 #include <tinyllm/ch1_7_sampling/sampler.hpp>
+#include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
@@ -26,6 +28,11 @@
 
 #ifndef TINYLLM_DEFAULT_MODEL_DIR
 #error "TINYLLM_DEFAULT_MODEL_DIR must be defined by apps/CMakeLists.txt"
+#endif
+// 1 when chapter 2.1 comes from the reference tree: chat and generate then use the KV cache unless
+// --no-kv-cache is given (apps/CMakeLists.txt).
+#ifndef TINYLLM_KV_CACHE_DEFAULT
+#define TINYLLM_KV_CACHE_DEFAULT 0
 #endif
 
 namespace tinyllm::app {
@@ -69,24 +76,39 @@ Qwen2ModelWeek1 load_model(const fs::path& dir) {
 
 using Clock = std::chrono::steady_clock;
 
-// Everything one generation needs, shared by `chat` and `generate`.
+// --kv-cache / --no-kv-cache, else the build's default.
+bool use_kv_cache(const CommandLine& cl) {
+  if (cl.has("kv-cache") && cl.has("no-kv-cache")) {
+    throw UsageError("--kv-cache and --no-kv-cache contradict each other");
+  }
+  if (cl.has("kv-cache")) return true;
+  if (cl.has("no-kv-cache")) return false;
+  return TINYLLM_KV_CACHE_DEFAULT != 0;
+}
+
+// Everything one generation needs, shared by `chat` and `generate`. One of the two models is
+// loaded: Week 1's (full recompute) or, with the KV cache, chapter 2.1's.
 struct Engine {
   fs::path dir;
   Tokenizer tokenizer;
-  Qwen2ModelWeek1 model;
+  std::optional<Qwen2ModelWeek1> model;
+  std::optional<Qwen2ModelWeek2> cached_model;
   SamplingFlags sampling;
   std::optional<Sampler> sampler;  // only when --temperature > 0; greedy otherwise
 
-  Engine(fs::path model_dir, SamplingFlags flags)
-      : dir(std::move(model_dir)),
-        tokenizer(load_tokenizer(dir)),
-        model(load_model(dir)),
-        sampling(flags) {
-    if (tokenizer.vocab_size() > model.config().vocab_size) {
+  Engine(fs::path model_dir, SamplingFlags flags, bool kv_cache)
+      : dir(std::move(model_dir)), tokenizer(load_tokenizer(dir)), sampling(flags) {
+    load_config(dir);  // a readable error for a missing or broken config.json first
+    if (kv_cache) {
+      cached_model.emplace(load_qwen2_week2(dir));
+    } else {
+      model.emplace(load_model(dir));
+    }
+    if (tokenizer.vocab_size() > config().vocab_size) {
       throw ConfigError("tokenizer.json in " + quoted(dir) + " has " +
                         std::to_string(tokenizer.vocab_size()) +
-                        " token ids, more than the model's " +
-                        std::to_string(model.config().vocab_size) + " (vocab_size in config.json)");
+                        " token ids, more than the model's " + std::to_string(config().vocab_size) +
+                        " (vocab_size in config.json)");
     }
     if (sampling.temperature > 0.0f) {
       sampler.emplace(SamplerConfig{.temperature = sampling.temperature,
@@ -96,10 +118,14 @@ struct Engine {
     }
   }
 
+  const Qwen2Config& config() const {
+    return cached_model ? cached_model->config() : model->config();
+  }
+
   // Generates a continuation of `prompt` (already templated for chat), streaming it to stdout, and
   // prints the token counts and speed to stderr. Returns the generated text.
   std::string run(const std::string& prompt) {
-    const int64_t context = model.config().max_position_embeddings;
+    const int64_t context = config().max_position_embeddings;
     const auto prompt_tokens = static_cast<int64_t>(tokenizer.encode(prompt).size());
     int64_t max_new = 0;
     if (sampling.max_tokens) {
@@ -124,9 +150,12 @@ struct Engine {
       if (picks++ == 0) first = last;
       return id;
     };
-    const TextGeneration result = simple_generate(
-        model, tokenizer, prompt, GenerationOptions{.max_new_tokens = max_new, .stop_ids = {}},
-        timed, [](std::string_view piece) { std::cout << piece << std::flush; });
+    const GenerationOptions options{.max_new_tokens = max_new, .stop_ids = {}};
+    const TextCallback print = [](std::string_view piece) { std::cout << piece << std::flush; };
+    const TextGeneration result =
+        cached_model
+            ? simple_generate_with_kv_cache(*cached_model, tokenizer, prompt, options, timed, print)
+            : simple_generate(*model, tokenizer, prompt, options, timed, print);
     std::cout << std::endl;
 
     const double prefill_s = std::chrono::duration<double>(first - start).count();
@@ -179,14 +208,14 @@ fs::path resolve_model_dir(const CommandLine& cl) {
 int run_generate(const CommandLine& cl) {
   if (!cl.has("prompt")) throw UsageError("generate: --prompt TEXT is required");
   const SamplingFlags sampling = parse_sampling_flags(cl);
-  Engine engine(resolve_model_dir(cl), sampling);
+  Engine engine(resolve_model_dir(cl), sampling, use_kv_cache(cl));
   engine.run(cl.flags.at("prompt"));
   return 0;
 }
 
 int run_chat(const CommandLine& cl) {
   const SamplingFlags sampling = parse_sampling_flags(cl);
-  Engine engine(resolve_model_dir(cl), sampling);
+  Engine engine(resolve_model_dir(cl), sampling, use_kv_cache(cl));
   std::vector<ChatMessage> history;
   if (cl.has("system")) history.push_back({"system", cl.flags.at("system")});
   if (cl.has("prompt")) {

@@ -16,5 +16,8 @@ int run_chat(const CommandLine& cl);
 int run_generate(const CommandLine& cl);
 int run_tokenize(const CommandLine& cl);
 int run_logits(const CommandLine& cl);
+/// llama-bench-like prefill (ppN) and decode (tgN) tokens/s with chapter 2.1's KV cache
+/// (bench.cpp).
+int run_bench(const CommandLine& cl);
 
 }  // namespace tinyllm::app

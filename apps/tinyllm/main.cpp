@@ -44,6 +44,7 @@ int run(const std::vector<std::string>& args) {
   if (cl.command == "chat") return run_chat(cl);
   if (cl.command == "generate") return run_generate(cl);
   if (cl.command == "tokenize") return run_tokenize(cl);
+  if (cl.command == "bench") return run_bench(cl);
   return run_logits(cl);
 }
 

@@ -1,0 +1,92 @@
+// Chapter 2.1, Task 3: generation with a KV cache. Chapter 1.6 ran the model on the whole sequence
+// for every new token (O(t) work for token t, O(T^2) for T tokens); with one cache per layer the
+// prompt is run once (prefill, offset 0) and then every step feeds only the newest token at offset
+// = the number of positions already cached (decode, L' = 1). Same options, pickers, callbacks and
+// results as chapter 1.6 (GenerationOptions, TokenPicker, Generation, TextGeneration), so chapter
+// 1.7's Sampler and the streaming decoder work unchanged.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <tinyllm/ch1_6_generate/generate.hpp>
+#include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+
+#include "tinyllm/errors.hpp"
+#include "tinyllm/tensor.hpp"
+#include "tinyllm/todo.hpp"
+#include "tinyllm/token.hpp"
+#include "tinyllm/tokenizer.hpp"
+
+namespace tinyllm {
+
+/// Provided. The logits of the last position of a 1 x L' x V logits tensor, as a [V] tensor.
+inline Tensor last_position_logits(const Tensor& logits) {
+  const int64_t L = logits.dim(1), V = logits.dim(2);
+  return Tensor({V}, std::vector<float>(logits.data() + (L - 1) * V, logits.data() + L * V));
+}
+
+/// Provided. The checks of chapter 1.6's generate_tokens, before any model work: InvalidArgument
+/// for an empty prompt or max_new_tokens < 0; ContextLengthError naming the three numbers if the
+/// P prompt tokens plus max_new_tokens do not fit into `context` positions.
+inline void check_generation_request(int64_t prompt_tokens, const GenerationOptions& options,
+                                     int64_t context) {
+  if (prompt_tokens == 0) throw InvalidArgument("generate: the prompt has no tokens");
+  if (options.max_new_tokens < 0) {
+    throw InvalidArgument("generate: max_new_tokens must be >= 0, got " +
+                          std::to_string(options.max_new_tokens));
+  }
+  const int64_t total = prompt_tokens + options.max_new_tokens;
+  if (total > context) {
+    throw ContextLengthError("the prompt has " + std::to_string(prompt_tokens) +
+                             " tokens and up to " + std::to_string(options.max_new_tokens) +
+                             " new tokens were asked for (" + std::to_string(total) +
+                             " in all), but the model's context is " + std::to_string(context) +
+                             " tokens (max_position_embeddings)");
+  }
+}
+
+/// Task 3. One step: runs the model on `tokens` (1 x L' new ids) at offset caches[0].offset(),
+/// appending to the caches, and returns the logits of the last new position as [V]. Prefill is
+/// decode_step(model, prompt, caches) on empty caches; each decode step passes one token.
+/// Throws InvalidArgument if `tokens` is empty; the model's errors otherwise.
+inline Tensor decode_step(const Qwen2ModelWeek2& model, const TokenIds& tokens,
+                          std::vector<KvCache>& caches) {
+  TINYLLM_TODO("ch2.1", "Task 3");
+}
+
+/// Task 3. Chapter 1.6's generate_tokens with a KV cache: fresh caches (create_kv_caches), prefill
+/// the P prompt ids once, then repeatedly id = pick(logits); if id is a stop id stop (StopToken,
+/// stop_token = id, not appended); else append it, call on_token(id), and stop after
+/// max_new_tokens (MaxTokens); otherwise decode_step({id}) at offset P + (tokens so far) - 1.
+/// Errors, checked before the model runs (as in chapter 1.6): InvalidArgument for an empty prompt
+/// or max_new_tokens < 0; ContextLengthError if P + max_new_tokens > max_position_embeddings.
+/// With greedy_pick the ids equal chapter 1.6's (the logits agree to float rounding).
+inline Generation generate_tokens_with_kv_cache(const Qwen2ModelWeek2& model,
+                                                const TokenIds& prompt,
+                                                const GenerationOptions& options,
+                                                const TokenPicker& pick = greedy_pick,
+                                                const TokenCallback& on_token = {}) {
+  check_generation_request(static_cast<int64_t>(prompt.size()), options,
+                           model.config().max_position_embeddings);
+  TINYLLM_TODO("ch2.1", "Task 3");
+}
+
+/// Task 3. Chapter 1.6's simple_generate on generate_tokens_with_kv_cache: encode the prompt, stop
+/// ids = options.stop_ids or default_stop_ids(config, &tokenizer), stream every new id through one
+/// StreamingDecoder to on_text (non-empty pieces only, then finish()'s rest). Returns ids, text and
+/// the prompt's length in tokens.
+inline TextGeneration simple_generate_with_kv_cache(const Qwen2ModelWeek2& model,
+                                                    const Tokenizer& tokenizer,
+                                                    std::string_view prompt,
+                                                    GenerationOptions options,
+                                                    const TokenPicker& pick = greedy_pick,
+                                                    const TextCallback& on_text = {}) {
+  TINYLLM_TODO("ch2.1", "Task 3");
+}
+
+}  // namespace tinyllm
