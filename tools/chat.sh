@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh >&2
-cmake --workflow --preset release >&2
+cmake --preset release >&2
+cmake --build --preset release --target tinyllm-ref >&2
 exec build/release/apps/tinyllm-ref chat "$@"
