@@ -68,6 +68,7 @@ TEST(Week1Stubs, Ch1_5_Qwen2Model) {
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   const Qwen2Config config = load_qwen2_config(model_dir / "config.json");
   EXPECT_STUB_THROWS_TODO("ch1.5", load_qwen2_block_weights(checkpoint, config, 0));
+  EXPECT_STUB_THROWS_TODO("ch1.5", load_qwen2_model_weights(checkpoint, config));
   EXPECT_STUB_THROWS_TODO("ch1.5", load_qwen2_week1(model_dir).forward(tokens));
   const int64_t E = config.hidden_size, I = config.intermediate_size, D = config.head_dim;
   const int64_t q_dim = config.num_attention_heads * D, kv_dim = config.num_key_value_heads * D;

@@ -95,28 +95,51 @@ inline Qwen2BlockWeights load_qwen2_block_weights(const Checkpoint& checkpoint,
   TINYLLM_TODO("ch1.5", "Task 3");
 }
 
+/// All of a checkpoint's weights, in the shapes the model's classes take. Week 2's model is built
+/// from the same struct.
+struct Qwen2ModelWeights {
+  Tensor embed_tokens;                    // V x E, model.embed_tokens.weight
+  std::vector<Qwen2BlockWeights> layers;  // one per layer, load_qwen2_block_weights
+  Tensor norm;                            // E, model.norm.weight (the final RMSNorm)
+  Tensor lm_head;                         // V x E, lm_head.weight; left empty when tied
+};
+
+/// Provided. Throws ConfigError (naming `model_name`) for a config the Qwen2 classes cannot run:
+/// no layers, no heads, or head_dim * H_q != E.
+inline void check_supported_config(const Qwen2Config& config, const std::string& model_name) {
+  if (config.num_hidden_layers < 1 || config.num_attention_heads < 1 ||
+      config.head_dim * config.num_attention_heads != config.hidden_size) {
+    throw ConfigError(model_name +
+                      ": unsupported config (need num_hidden_layers >= 1 and head_dim * "
+                      "num_attention_heads == hidden_size), got " +
+                      std::to_string(config.num_hidden_layers) + " layers, head_dim " +
+                      std::to_string(config.head_dim) + ", " +
+                      std::to_string(config.num_attention_heads) + " heads, hidden_size " +
+                      std::to_string(config.hidden_size));
+  }
+}
+
+/// Task 3. Every weight of the model, each loaded with checkpoint.load(name, expected_shape):
+///   embed_tokens <- model.embed_tokens.weight (V x E)
+///   layers       <- load_qwen2_block_weights for layers 0 .. num_hidden_layers-1
+///   norm         <- model.norm.weight (E)
+///   lm_head      <- lm_head.weight (V x E) only if !tie_word_embeddings; left empty when tied
+///                   (the output head is then the embedding, and a tied checkpoint has no lm_head)
+/// Errors as in load_qwen2_block_weights (FormatError / ShapeError naming the tensor).
+inline Qwen2ModelWeights load_qwen2_model_weights(const Checkpoint& checkpoint,
+                                                  const Qwen2Config& config) {
+  TINYLLM_TODO("ch1.5", "Task 3");
+}
+
 /// The whole Qwen2 model of Week 1: no KV cache, every call recomputes all L positions.
 class Qwen2ModelWeek1 {
  public:
-  /// Task 3. Builds the model from `config` and the checkpoint's tensors:
-  ///   embedding_  <- model.embed_tokens.weight (V x E)
-  ///   layers_     <- one Qwen2TransformerBlock per layer, weights from load_qwen2_block_weights
-  ///   norm_       <- model.norm.weight (E), eps = rms_norm_eps
-  ///   lm_head_    <- lm_head.weight (V x E) only if !tie_word_embeddings; left empty when tied
-  ///   (the output head
-  ///                  is then embedding_.as_linear, and a tied checkpoint stores no lm_head.weight)
-  /// Errors as in load_qwen2_block_weights (FormatError / ShapeError naming the tensor). The
-  /// provided checks reject configs the Week 1 model cannot run (ConfigError).
+  /// Task 3. Builds the model from `config` and load_qwen2_model_weights(checkpoint, config):
+  ///   embedding_ from embed_tokens, one Qwen2TransformerBlock per entry of layers, norm_ (eps =
+  ///   rms_norm_eps) from norm, lm_head_ from lm_head (empty when tied).
+  /// The provided check rejects configs the model cannot run (ConfigError).
   Qwen2ModelWeek1(const Qwen2Config& config, const Checkpoint& checkpoint) : config_(config) {
-    if (config_.num_hidden_layers < 1 || config_.num_attention_heads < 1 ||
-        config_.head_dim * config_.num_attention_heads != config_.hidden_size) {
-      throw ConfigError(
-          "Qwen2ModelWeek1: unsupported config (need num_hidden_layers >= 1 and head_dim * "
-          "num_attention_heads == hidden_size), got " +
-          std::to_string(config_.num_hidden_layers) + " layers, head_dim " +
-          std::to_string(config_.head_dim) + ", " + std::to_string(config_.num_attention_heads) +
-          " heads, hidden_size " + std::to_string(config_.hidden_size));
-    }
+    check_supported_config(config_, "Qwen2ModelWeek1");
     TINYLLM_TODO("ch1.5", "Task 3");
   }
 

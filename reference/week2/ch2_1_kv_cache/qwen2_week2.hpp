@@ -168,22 +168,15 @@ class Qwen2TransformerBlockWeek2 {
 /// The whole Qwen2 model of Week 2: logits for L' new tokens given the caches of the earlier ones.
 class Qwen2ModelWeek2 {
  public:
-  /// Provided. Builds the model from the config and a checkpoint exactly like Qwen2ModelWeek1 (the
-  /// same tensor names and errors: load_qwen2_block_weights for each layer).
+  /// Provided. Builds the model from chapter 1.5's load_qwen2_model_weights, as Qwen2ModelWeek1
+  /// does (the same tensor names and errors), with Week 2 blocks.
   Qwen2ModelWeek2(const Qwen2Config& config, const Checkpoint& checkpoint) : config_(config) {
-    if (config_.num_hidden_layers < 1 || config_.num_attention_heads < 1 ||
-        config_.head_dim * config_.num_attention_heads != config_.hidden_size) {
-      throw ConfigError(
-          "Qwen2ModelWeek2: unsupported config (need num_hidden_layers >= 1 and "
-          "head_dim * num_attention_heads == hidden_size)");
-    }
-    const int64_t V = config_.vocab_size, E = config_.hidden_size;
-    embedding_.emplace(V, E, checkpoint.load("model.embed_tokens.weight", {V, E}));
-    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-      layers_.emplace_back(config_, load_qwen2_block_weights(checkpoint, config_, i));
-    }
-    norm_.emplace(E, checkpoint.load("model.norm.weight", {E}), config_.rms_norm_eps);
-    if (!config_.tie_word_embeddings) lm_head_ = checkpoint.load("lm_head.weight", {V, E});
+    check_supported_config(config_, "Qwen2ModelWeek2");
+    Qwen2ModelWeights w = load_qwen2_model_weights(checkpoint, config_);
+    embedding_.emplace(config_.vocab_size, config_.hidden_size, std::move(w.embed_tokens));
+    for (Qwen2BlockWeights& block : w.layers) layers_.emplace_back(config_, std::move(block));
+    norm_.emplace(config_.hidden_size, std::move(w.norm), config_.rms_norm_eps);
+    lm_head_ = std::move(w.lm_head);
   }
 
   /// Task 2. tokens: B rows of L' new ids at positions offset .. offset+L'-1; caches: one per
