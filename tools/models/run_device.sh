@@ -1,12 +1,9 @@
 #!/bin/bash
 # The whole model pipeline of issue 3 on one GPU machine, in the repository root:
-#   DOCS=400000 BUDGETS=170,20,45 PER_SKILL=100 bash tools/models/run_device.sh full
-#       # what made the shipped models in data/models: committed tokenizer, corpus v2
-#       # (--mix v2 --reading-q 3), 400k docs, 170/20/45 s of training, eval 100 per skill,
-#       # fixtures; 369 s wall on one H100 (see data/models/README.md).
-#   tools/models/run_device.sh full    # same, with the larger defaults below: 600k docs,
-#                                      # 250/30/80 s, eval 200 per skill (~9 min, near the
-#                                      # 10-minute limit; not yet run with packing)
+#   tools/models/run_device.sh full    # what made the shipped models in data/models: committed
+#                                      # tokenizer, corpus v2 (--mix v2 --reading-q 3), 600k docs,
+#                                      # 290/25/45 s of training, eval 120 per skill, fixtures;
+#                                      # 521 s wall on one H100 (see data/models/README.md).
 #   tools/models/run_device.sh smoke   # corpus v1, 150k docs, 40/15/30 s of training, eval 30 per
 #                                      # skill; trains the tokenizer too. Made the earlier models (~4 min).
 # Results go to $OUT (default /tmp/out): one tar per model directory, the fixtures as a tar,
@@ -30,7 +27,7 @@ if [ "$MODE" = smoke ]; then
   tar -C $W -cf $OUT/tokenizer.tar tokenizer
   TOK=$W/tokenizer
 else
-  DOCS=${DOCS:-600000}; BUDGETS=${BUDGETS:-250,30,80}; PER_SKILL=${PER_SKILL:-200}
+  DOCS=${DOCS:-600000}; BUDGETS=${BUDGETS:-290,25,45}; PER_SKILL=${PER_SKILL:-120}
   CORPUS=${CORPUS:---mix v2 --reading-q 3}
   TOK=tools/models/tokenizer
   python3 tools/models/train_tokenizer.py --out $TOK --check-only || exit 1
