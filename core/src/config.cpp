@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tinyllm/errors.hpp"
+#include "tinyllm/moe_config.hpp"
 
 namespace tinyllm {
 namespace {
@@ -120,16 +121,30 @@ class Fields {
   const std::string& source_;
 };
 
-void check_architecture(const json& root, const std::string& source) {
+// Which family a config.json must describe: its model_type, or (for configs without one) the class
+// name its "architectures" list must contain.
+struct Architecture {
+  const char* model_type;
+  const char* class_name;
+};
+constexpr Architecture kQwen2{"qwen2", "Qwen2ForCausalLM"};
+constexpr Architecture kQwen2Moe{"qwen2_moe", "Qwen2MoeForCausalLM"};
+
+void check_architecture(const json& root, const std::string& source, const Architecture& want) {
   const Fields f(root, source);
   if (f.has("model_type")) {
     const std::string model_type = f.string("model_type", "");
-    if (model_type != "qwen2") {
-      throw ConfigError(
-          source + " describes a \"" + model_type +
-          "\" model (model_type), but tiny-llm.cpp runs Qwen2 models (model_type \"qwen2\")");
+    if (model_type == want.model_type) return;
+    std::string hint;
+    if (model_type == kQwen2Moe.model_type) {
+      hint =
+          "; Qwen2-MoE configs are read by load_qwen2_moe_config (the model runs from chapter 3.3)";
+    } else if (model_type == kQwen2.model_type) {
+      hint = "; dense Qwen2 configs are read by load_qwen2_config";
     }
-    return;
+    throw ConfigError(source + " describes a \"" + model_type +
+                      "\" model (model_type), but this loader reads \"" + want.model_type +
+                      "\" models" + hint);
   }
   std::string found;
   if (f.has("architectures")) {
@@ -137,12 +152,12 @@ void check_architecture(const json& root, const std::string& source) {
     if (!arch.is_array()) throw f.type_error("architectures", "a list of strings", arch);
     for (const json& a : arch) {
       if (!a.is_string()) throw f.type_error("architectures", "a list of strings", arch);
-      if (a.get<std::string>() == "Qwen2ForCausalLM") return;
+      if (a.get<std::string>() == want.class_name) return;
       found += (found.empty() ? "" : ", ") + a.get<std::string>();
     }
   }
   throw ConfigError(source + " has no model_type, and its architectures [" + found +
-                    "] do not include Qwen2ForCausalLM; tiny-llm.cpp runs Qwen2 models only");
+                    "] do not include " + want.class_name);
 }
 
 // transformers 5 writes {"rope_parameters": {"rope_type": "default", "rope_theta": ...}} and may
@@ -173,18 +188,22 @@ void append_unique(std::vector<int64_t>& ids, const std::vector<int64_t>& more) 
   }
 }
 
-}  // namespace
-
-Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name) {
-  const json root = parse_json(json_text, source_name);
+// The JSON object of a config.json, checked to describe `want`.
+json parse_config_object(const std::string& json_text, const std::string& source_name,
+                         const Architecture& want) {
+  json root = parse_json(json_text, source_name);
   if (!root.is_object()) {
     throw ConfigError(source_name +
                       " must contain a JSON object {\"hidden_size\": ..., ...}, got " +
                       std::string(root.type_name()));
   }
-  check_architecture(root, source_name);
-  const Fields f(root, source_name);
+  check_architecture(root, source_name, want);
+  return root;
+}
 
+// The fields every Qwen2-family config shares (attention, norms, embeddings, RoPE, context).
+Qwen2Config parse_common_fields(const json& root, const std::string& source_name) {
+  const Fields f(root, source_name);
   if (f.has("rope_scaling")) {
     throw ConfigError(source_name + ": rope_scaling is not supported until chapter 3.7 (found " +
                       root["rope_scaling"].dump() + ")");
@@ -220,13 +239,24 @@ Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& 
   return c;
 }
 
-Qwen2Config load_qwen2_config(const std::filesystem::path& config_json) {
+std::vector<int64_t>& eos_ids_of(Qwen2Config& c) {
+  return c.eos_token_ids;
+}
+std::vector<int64_t>& eos_ids_of(Qwen2MoeConfig& c) {
+  return c.base.eos_token_ids;
+}
+
+// config.json (or the config.json inside a directory), parsed by `parse`, with the end-of-sequence
+// ids of a generation_config.json beside it appended.
+template <typename Config, typename Parse>
+Config load_config_file(const std::filesystem::path& config_json, Parse parse) {
   std::filesystem::path path = config_json;
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) path /= "config.json";
   if (!std::filesystem::exists(path, ec))
     throw FormatError("config file " + path.string() + " does not exist");
-  Qwen2Config config = parse_qwen2_config(read_text_file(path), path.string());
+  Config config = parse(read_text_file(path), path.string());
+  std::vector<int64_t>& eos_ids = eos_ids_of(config);
 
   // generation_config.json (when present beside config.json) lists the end-of-sequence ids that
   // generation uses.
@@ -235,9 +265,61 @@ Qwen2Config load_qwen2_config(const std::filesystem::path& config_json) {
     const json root = parse_json(read_text_file(generation), generation.string());
     if (!root.is_object()) throw ConfigError(generation.string() + " must contain a JSON object");
     const std::string source = generation.string();
-    append_unique(config.eos_token_ids, Fields(root, source).integers("eos_token_id"));
+    append_unique(eos_ids, Fields(root, source).integers("eos_token_id"));
   }
   return config;
+}
+
+}  // namespace
+
+Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name) {
+  return parse_common_fields(parse_config_object(json_text, source_name, kQwen2), source_name);
+}
+
+Qwen2Config load_qwen2_config(const std::filesystem::path& config_json) {
+  return load_config_file<Qwen2Config>(config_json, parse_qwen2_config);
+}
+
+bool Qwen2MoeConfig::is_sparse_layer(int64_t layer) const {
+  const bool dense_by_choice =
+      std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end();
+  return !dense_by_choice && (layer + 1) % decoder_sparse_step == 0;
+}
+
+Qwen2MoeConfig parse_qwen2_moe_config(const std::string& json_text,
+                                      const std::string& source_name) {
+  const json root = parse_config_object(json_text, source_name, kQwen2Moe);
+  const Fields f(root, source_name);
+  Qwen2MoeConfig c;
+  c.base = parse_common_fields(root, source_name);
+  c.num_experts = f.positive("num_experts");
+  c.num_experts_per_tok = f.positive("num_experts_per_tok");
+  c.moe_intermediate_size = f.positive("moe_intermediate_size");
+  c.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size", 0);
+  c.norm_topk_prob = f.boolean("norm_topk_prob", false);
+  c.decoder_sparse_step = f.positive("decoder_sparse_step", 1);
+  c.mlp_only_layers = f.integers("mlp_only_layers");
+  if (c.num_experts_per_tok > c.num_experts) {
+    throw ConfigError(source_name + ": num_experts_per_tok " +
+                      std::to_string(c.num_experts_per_tok) + " exceeds num_experts " +
+                      std::to_string(c.num_experts) + " (top-k picks k of the experts)");
+  }
+  if (c.shared_expert_intermediate_size < 0) {
+    throw ConfigError(source_name + ": shared_expert_intermediate_size must be >= 0 (0: no " +
+                      "shared expert), got " + std::to_string(c.shared_expert_intermediate_size));
+  }
+  for (int64_t layer : c.mlp_only_layers) {
+    if (layer < 0 || layer >= c.base.num_hidden_layers) {
+      throw ConfigError(source_name + ": mlp_only_layers lists layer " + std::to_string(layer) +
+                        ", but the model has " + std::to_string(c.base.num_hidden_layers) +
+                        " layers");
+    }
+  }
+  return c;
+}
+
+Qwen2MoeConfig load_qwen2_moe_config(const std::filesystem::path& config_json) {
+  return load_config_file<Qwen2MoeConfig>(config_json, parse_qwen2_moe_config);
 }
 
 }  // namespace tinyllm
