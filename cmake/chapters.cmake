@@ -12,3 +12,5 @@ tinyllm_chapter(ch2.2 WEEK week2 DIR ch2_2_quantized_matmul TITLE "Quantized mat
 tinyllm_chapter(ch2.3 WEEK week2 DIR ch2_3_fast_qmatmul TITLE "Quantized matmul, fast" DEPENDS ch2.2)
 tinyllm_chapter(ch2.4 WEEK week2 DIR ch2_4_flash_attention TITLE "Flash attention" DEPENDS ch1.3)
 tinyllm_chapter(ch2.5 WEEK week2 DIR ch2_5_parallel_flash_attention TITLE "Flash attention, parallel" DEPENDS ch2.4)
+tinyllm_chapter(ch2.6 WEEK week2 DIR ch2_6_continuous_batching TITLE "Continuous batching" DEPENDS ch2.1)
+tinyllm_chapter(ch2.7 WEEK week2 DIR ch2_7_chunked_prefill TITLE "Chunked prefill" DEPENDS ch2.6)

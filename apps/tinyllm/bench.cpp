@@ -5,6 +5,9 @@
 //        N / seconds
 // Each (test, threads) pair runs once as a warm-up, then --repetitions times; the table shows the
 // mean and the sample standard deviation of the per-run tokens/s, as llama-bench does.
+// Without --precision the model is chapter 2.1's (f32, all logits); with --precision f32,bf16,q8,q4
+// each precision loads the engine (apps/engine) in turn, whose ppN computes the last position's
+// logits only, as llama-bench's prompt test does.
 #include <omp.h>
 
 #include <chrono>
@@ -13,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +26,7 @@
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
 #include "commands.hpp"
+#include "qwen2_engine.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 
@@ -55,6 +60,7 @@ std::vector<int64_t> parse_list(const CommandLine& cl, const std::string& flag,
 
 struct BenchResult {
   std::string test;  // "pp512" / "tg128"
+  std::string weights;
   int64_t n_prompt = 0, n_gen = 0, threads = 0;
   std::vector<double> seconds;
 
@@ -84,18 +90,73 @@ TokenIds random_ids(std::mt19937_64& rng, int64_t n, int64_t vocab) {
   return ids;
 }
 
+// The model under test: chapter 2.1's or the engine, and what its weights are.
+struct BenchModel {
+  std::optional<Qwen2ModelWeek2> week2;
+  std::optional<engine::Qwen2Engine> fast;
+  std::string weights;  // "f32", "bf16", "q8 g32", "q4 g64 (head q8)"
+  double load_s = 0;
+
+  std::vector<KvCache> caches() const {
+    return fast ? fast->create_kv_caches() : week2->create_kv_caches();
+  }
+  void forward(const TokenIds& ids, std::vector<KvCache>& caches) const {
+    if (fast) {
+      fast->forward({ids}, caches[0].offset(), caches, /*last_only=*/true);
+    } else {
+      week2->forward({ids}, caches[0].offset(), caches);
+    }
+  }
+};
+
+BenchModel load_bench_model(const fs::path& dir, std::optional<engine::WeightSpec> spec) {
+  BenchModel m;
+  const auto start = Clock::now();
+  if (!spec) {
+    m.week2.emplace(load_qwen2_week2(dir));
+    m.weights = "f32";
+  } else {
+    m.fast.emplace(engine::load_qwen2_engine(
+        dir, engine::EngineOptions{.weights = *spec, .head_format = {}, .threads = 0}));
+    const engine::WeightSpec& w = m.fast->options().weights;
+    m.weights = engine::weight_format_name(w.format);
+    if (w.group_size != 0) m.weights += " g" + std::to_string(w.group_size);
+    if (w.format == engine::WeightFormat::Q4) m.weights += " (head q8)";
+  }
+  m.load_s = std::chrono::duration<double>(Clock::now() - start).count();
+  return m;
+}
+
+// --precision f32,bf16,q8,q4 (--group-size for the quantized ones); absent: {nullopt}.
+std::vector<std::optional<engine::WeightSpec>> parse_precisions(const CommandLine& cl) {
+  if (!cl.has("precision")) {
+    if (cl.has("group-size")) throw UsageError("--group-size needs --precision with q8 or q4");
+    return {std::nullopt};
+  }
+  const int group = cl.has("group-size")
+                        ? static_cast<int>(parse_int("group-size", cl.flags.at("group-size")))
+                        : 0;
+  std::vector<std::optional<engine::WeightSpec>> specs;
+  std::string text = cl.flags.at("precision") + ",";
+  for (size_t start = 0, comma; (comma = text.find(',', start)) != std::string::npos;
+       start = comma + 1) {
+    const engine::WeightFormat format =
+        engine::parse_weight_format(text.substr(start, comma - start));
+    const bool quantized = engine::default_group_size(format) != 0;
+    specs.push_back(engine::check_weight_spec({format, quantized ? group : 0}));
+  }
+  return specs;
+}
+
 // One timed run of a test from empty caches.
-double run_once(const Qwen2ModelWeek2& model, int64_t n_prompt, int64_t n_gen,
+double run_once(const BenchModel& model, int64_t vocab, int64_t n_prompt, int64_t n_gen,
                 std::mt19937_64& rng) {
-  const int64_t vocab = model.config().vocab_size;
-  std::vector<KvCache> caches = model.create_kv_caches();
+  std::vector<KvCache> caches = model.caches();
   const TokenIds prompt = random_ids(rng, n_prompt, vocab);
   const TokenIds steps = random_ids(rng, n_gen, vocab);
   const auto start = Clock::now();
-  if (n_prompt > 0) model.forward({prompt}, 0, caches);
-  for (int64_t i = 0; i < n_gen; ++i) {
-    model.forward({{steps[static_cast<size_t>(i)]}}, caches[0].offset(), caches);
-  }
+  if (n_prompt > 0) model.forward(prompt, caches);
+  for (int64_t i = 0; i < n_gen; ++i) model.forward({steps[static_cast<size_t>(i)]}, caches);
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
@@ -116,11 +177,9 @@ int run_bench(const CommandLine& cl) {
       cl.has("repetitions") ? parse_int("repetitions", cl.flags.at("repetitions")) : 5;
   if (reps < 1) throw UsageError("--repetitions must be >= 1");
   const int64_t seed = cl.has("seed") ? parse_int("seed", cl.flags.at("seed")) : 0;
+  const std::vector<std::optional<engine::WeightSpec>> precisions = parse_precisions(cl);
   const fs::path dir = resolve_model_dir(cl);
   const Qwen2Config config = load_qwen2_config(dir / "config.json");
-  const auto load_start = Clock::now();
-  const Qwen2ModelWeek2 model = load_qwen2_week2(dir);
-  const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
   const int64_t params = count_parameters(dir);
   for (int64_t n : prompts) {
     if (n > config.max_position_embeddings) {
@@ -128,33 +187,39 @@ int run_bench(const CommandLine& cl) {
                                std::to_string(config.max_position_embeddings));
     }
   }
-  std::fprintf(stderr, "loaded %s in %.1f s: %.1f M parameters, weights f32 in memory (%.0f MB)\n",
-               dir.string().c_str(), load_s, static_cast<double>(params) / 1e6,
-               static_cast<double>(params) * 4 / 1e6);
-
   std::mt19937_64 rng(static_cast<uint64_t>(seed));
   std::vector<BenchResult> results;
   std::printf("| model | params | weights | threads | test | t/s |\n");
   std::printf("| --- | ---: | --- | ---: | ---: | ---: |\n");
-  for (int64_t t : threads) {
-    omp_set_num_threads(static_cast<int>(t));
-    Eigen::setNbThreads(static_cast<int>(t));
-    std::vector<BenchResult> tests;
-    for (int64_t n : prompts) {
-      if (n > 0) tests.push_back({"pp" + std::to_string(n), n, 0, t, {}});
-    }
-    for (int64_t n : gens) {
-      if (n > 0) tests.push_back({"tg" + std::to_string(n), 0, n, t, {}});
-    }
-    for (BenchResult& r : tests) {
-      run_once(model, r.n_prompt, r.n_gen, rng);  // warm-up
-      for (int64_t i = 0; i < reps; ++i)
-        r.seconds.push_back(run_once(model, r.n_prompt, r.n_gen, rng));
-      std::printf("| %s | %.1f M | f32 | %lld | %s | %.2f ± %.2f |\n",
-                  dir.filename().string().c_str(), static_cast<double>(params) / 1e6,
-                  static_cast<long long>(t), r.test.c_str(), r.mean(), r.stddev());
-      std::fflush(stdout);
-      results.push_back(r);
+  for (const std::optional<engine::WeightSpec>& precision : precisions) {
+    const BenchModel model = load_bench_model(dir, precision);
+    const double bytes = model.fast ? static_cast<double>(model.fast->weight_bytes())
+                                    : static_cast<double>(params) * 4;
+    std::fprintf(stderr,
+                 "loaded %s in %.1f s: %.1f M parameters, weights %s (%.0f MB read per token)\n",
+                 dir.string().c_str(), model.load_s, static_cast<double>(params) / 1e6,
+                 model.weights.c_str(), bytes / 1e6);
+    for (int64_t t : threads) {
+      omp_set_num_threads(static_cast<int>(t));
+      Eigen::setNbThreads(static_cast<int>(t));
+      std::vector<BenchResult> tests;
+      for (int64_t n : prompts) {
+        if (n > 0) tests.push_back({"pp" + std::to_string(n), model.weights, n, 0, t, {}});
+      }
+      for (int64_t n : gens) {
+        if (n > 0) tests.push_back({"tg" + std::to_string(n), model.weights, 0, n, t, {}});
+      }
+      for (BenchResult& r : tests) {
+        run_once(model, config.vocab_size, r.n_prompt, r.n_gen, rng);  // warm-up
+        for (int64_t i = 0; i < reps; ++i)
+          r.seconds.push_back(run_once(model, config.vocab_size, r.n_prompt, r.n_gen, rng));
+        std::printf("| %s | %.1f M | %s | %lld | %s | %.2f ± %.2f |\n",
+                    dir.filename().string().c_str(), static_cast<double>(params) / 1e6,
+                    r.weights.c_str(), static_cast<long long>(t), r.test.c_str(), r.mean(),
+                    r.stddev());
+        std::fflush(stdout);
+        results.push_back(r);
+      }
     }
   }
 
@@ -165,7 +230,7 @@ int run_bench(const CommandLine& cl) {
       for (double s : r.seconds) ns.push_back(s * 1e9);
       out.push_back({{"model_dir", dir.string()},
                      {"n_params", params},
-                     {"weights", "f32"},
+                     {"weights", r.weights},
                      {"n_threads", r.threads},
                      {"test", r.test},
                      {"n_prompt", r.n_prompt},

@@ -27,6 +27,16 @@ const char* const kSamplingHelp =
     "                      the default when this build has chapter 2.1 from the reference)\n"
     "  --no-kv-cache       recompute the whole sequence for every token (chapter 1.6)\n";
 
+const char* const kEngineHelp =
+    "  --dtype f32|bf16    run the engine (apps/engine: chapter 2.3's kernels, chapter 2.5's "
+    "attention)\n"
+    "                      with f32 weights or with bf16 weights as stored in the checkpoint\n"
+    "  --quantize q8|q4    run the engine with weights quantized at load (chapter 2.2's MLX "
+    "format;\n"
+    "                      q4's output head stays q8)\n"
+    "  --group-size G      the quantization group size: 32, 64 or 128 (default 32 for q8, 64 for "
+    "q4)\n";
+
 std::string trim(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t");
   if (begin == std::string::npos) return "";
@@ -40,7 +50,7 @@ const std::vector<CommandSpec>& command_specs() {
   static const std::vector<CommandSpec> specs = {
       {"chat",
        {"model", "prompt", "system", "temperature", "top-k", "top-p", "seed", "max-tokens",
-        "kv-cache", "no-kv-cache"},
+        "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size"},
        std::string(
            "usage: tinyllm chat [--prompt TEXT] [--system TEXT] [options]\n\n"
            "Chats with the model through the Qwen2 chat template, streaming the answer to stdout.\n"
@@ -52,16 +62,16 @@ const std::vector<CommandSpec>& command_specs() {
            "options:\n"
            "  --prompt TEXT       the user's message (one-shot mode)\n"
            "  --system TEXT       the system prompt (default \"You are a helpful assistant.\")\n") +
-           kSamplingHelp + kModelHelp},
+           kSamplingHelp + kEngineHelp + kModelHelp},
       {"generate",
        {"model", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens", "kv-cache",
-        "no-kv-cache"},
+        "no-kv-cache", "dtype", "quantize", "group-size"},
        std::string(
            "usage: tinyllm generate --prompt TEXT [options]\n\n"
            "Continues raw text (no chat template), streaming the continuation to stdout.\n\n"
            "options:\n"
            "  --prompt TEXT       the text to continue (required)\n") +
-           kSamplingHelp + kModelHelp},
+           kSamplingHelp + kEngineHelp + kModelHelp},
       {"tokenize",
        {"model", "text"},
        std::string("usage: tinyllm tokenize --text TEXT [--model DIR]\n\n"
@@ -87,7 +97,8 @@ const std::vector<CommandSpec>& command_specs() {
            "  --out FILE          output file, .safetensors or .json (required)\n") +
            kModelHelp},
       {"bench",
-       {"model", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed"},
+       {"model", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed", "precision",
+        "group-size"},
        std::string(
            "usage: tinyllm bench [--model DIR] [-p 512] [-n 128] [-t 1,2] [-r 5] [--json FILE]\n\n"
            "Measures like llama-bench: prefill of -p random token ids in one call (test ppN) and\n"
@@ -102,7 +113,32 @@ const std::vector<CommandSpec>& command_specs() {
            "  -t, --threads N     thread counts (default: all cores)\n"
            "  -r, --repetitions N repetitions of each test (default 5)\n"
            "  --seed S            seed of the random token ids (default 0)\n"
+           "  --precision LIST    run the engine (apps/engine) with these weights, e.g. "
+           "f32,bf16,q8,q4\n"
+           "                      (default: chapter 2.1's model, f32); pp computes the last "
+           "position's logits\n"
+           "  --group-size G      group size of q8/q4 (default 32 for q8, 64 for q4)\n"
            "  --json FILE         also write the results as JSON\n") +
+           kModelHelp},
+      {"batch",
+       {"model", "prompt", "prompts-file", "batch-size", "prefill-chunk", "max-tokens", "check"},
+       std::string(
+           "usage: tinyllm batch [--prompts-file FILE | --prompt TEXT ...] [options]\n\n"
+           "Answers N chat prompts together: continuous batching (chapter 2.6) with chunked "
+           "prefill\n"
+           "(chapter 2.7), greedy. Shows one line per slot while it runs (redrawn on a terminal), "
+           "then\n"
+           "every answer and a summary: prefill and decode tokens/s, time to first token, time "
+           "per\n"
+           "output token. Without prompts: 16 built-in questions for the embedded model.\n\n"
+           "options:\n"
+           "  --prompts-file FILE one user message per line (blank lines are skipped)\n"
+           "  --prompt TEXT       a user message; repeat the flag for more\n"
+           "  --batch-size N      request slots decoding together (default 4)\n"
+           "  --prefill-chunk N   prompt tokens prefilled per iteration (default 32)\n"
+           "  --max-tokens N      new tokens per request at most (default 64)\n"
+           "  --check             re-run every request alone (chapter 2.1) and exit 1 if any "
+           "differs\n") +
            kModelHelp},
   };
   return specs;
@@ -112,7 +148,7 @@ namespace {
 
 // Flags that take no value: the switches.
 bool is_switch(const std::string& name) {
-  return name == "kv-cache" || name == "no-kv-cache";
+  return name == "kv-cache" || name == "no-kv-cache" || name == "check";
 }
 
 // llama-bench's short flags of `bench`: -p, -n, -t, -r.
@@ -143,7 +179,8 @@ std::string general_help(const std::string& program) {
          "  generate   continue raw text, no chat template\n"
          "  tokenize   print the token ids of a text as JSON\n"
          "  logits     write the logits of every position to a .safetensors or .json file\n"
-         "  bench      measure prefill and decode tokens/s (like llama-bench)\n\n"
+         "  bench      measure prefill and decode tokens/s (like llama-bench)\n"
+         "  batch      answer many prompts together (continuous batching, chunked prefill)\n\n"
          "Run `" +
          program + " <command> --help` for a command's options.\n";
 }
@@ -159,7 +196,7 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
   const CommandSpec* spec = find_command(args[0]);
   if (spec == nullptr) {
     throw UsageError("unknown command '" + args[0] +
-                     "' (commands: chat, generate, tokenize, logits, bench)");
+                     "' (commands: chat, generate, tokenize, logits, bench, batch)");
   }
   cl.command = spec->name;
   for (size_t i = 1; i < args.size(); ++i) {
@@ -193,6 +230,10 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     } else if (!has_value) {
       if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
       value = args[++i];
+    }
+    if (cl.command == "batch" && name == "prompt" && cl.flags.count(name) != 0) {
+      cl.flags[name] += "\n" + value;  // batch takes several prompts, one per --prompt
+      continue;
     }
     if (cl.flags.count(name) != 0) throw UsageError("--" + name + " is given twice");
     cl.flags[name] = value;

@@ -20,6 +20,8 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
+#include "qwen2_engine.hpp"
+
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
@@ -86,20 +88,60 @@ bool use_kv_cache(const CommandLine& cl) {
   return TINYLLM_KV_CACHE_DEFAULT != 0;
 }
 
-// Everything one generation needs, shared by `chat` and `generate`. One of the two models is
-// loaded: Week 1's (full recompute) or, with the KV cache, chapter 2.1's.
+// --dtype f32|bf16 or --quantize q8|q4 [--group-size G]: the engine (apps/engine) with those
+// weights; none of them: nullopt (chapter 1.6's or 2.1's model). The engine always keeps a KV
+// cache.
+std::optional<engine::EngineOptions> engine_options(const CommandLine& cl) {
+  if (!cl.has("dtype") && !cl.has("quantize")) {
+    if (cl.has("group-size")) throw UsageError("--group-size needs --quantize q8|q4");
+    return std::nullopt;
+  }
+  if (cl.has("dtype") && cl.has("quantize")) {
+    throw UsageError("--dtype and --quantize contradict each other (--quantize sets the weights)");
+  }
+  if (cl.has("no-kv-cache")) throw UsageError("--dtype/--quantize always use the KV cache");
+  engine::EngineOptions options;
+  if (cl.has("dtype")) {
+    const std::string& dtype = cl.flags.at("dtype");
+    if (dtype != "f32" && dtype != "bf16") {
+      throw UsageError("--dtype must be f32 or bf16, got '" + dtype + "'");
+    }
+    options.weights.format = engine::parse_weight_format(dtype);
+    if (cl.has("group-size")) throw UsageError("--group-size needs --quantize q8|q4");
+  } else {
+    const std::string& bits = cl.flags.at("quantize");
+    if (bits != "q8" && bits != "q4") {
+      throw UsageError("--quantize must be q8 or q4, got '" + bits + "'");
+    }
+    options.weights.format = engine::parse_weight_format(bits);
+    if (cl.has("group-size")) {
+      options.weights.group_size =
+          static_cast<int>(parse_int("group-size", cl.flags.at("group-size")));
+    }
+  }
+  engine::check_weight_spec(
+      options.weights);  // InvalidArgument for a bad group size, before loading
+  return options;
+}
+
+// Everything one generation needs, shared by `chat` and `generate`. One of three models is
+// loaded: Week 1's (full recompute), chapter 2.1's (KV cache) or the engine (--dtype/--quantize).
 struct Engine {
   fs::path dir;
   Tokenizer tokenizer;
   std::optional<Qwen2ModelWeek1> model;
   std::optional<Qwen2ModelWeek2> cached_model;
+  std::optional<engine::Qwen2Engine> fast_model;
   SamplingFlags sampling;
   std::optional<Sampler> sampler;  // only when --temperature > 0; greedy otherwise
 
-  Engine(fs::path model_dir, SamplingFlags flags, bool kv_cache)
+  Engine(fs::path model_dir, SamplingFlags flags, const CommandLine& cl)
       : dir(std::move(model_dir)), tokenizer(load_tokenizer(dir)), sampling(flags) {
+    const std::optional<engine::EngineOptions> fast = engine_options(cl);
     load_config(dir);  // a readable error for a missing or broken config.json first
-    if (kv_cache) {
+    if (fast) {
+      fast_model.emplace(engine::load_qwen2_engine(dir, *fast));
+    } else if (use_kv_cache(cl)) {
       cached_model.emplace(load_qwen2_week2(dir));
     } else {
       model.emplace(load_model(dir));
@@ -119,6 +161,7 @@ struct Engine {
   }
 
   const Qwen2Config& config() const {
+    if (fast_model) return fast_model->config();
     return cached_model ? cached_model->config() : model->config();
   }
 
@@ -153,7 +196,9 @@ struct Engine {
     const GenerationOptions options{.max_new_tokens = max_new, .stop_ids = {}};
     const TextCallback print = [](std::string_view piece) { std::cout << piece << std::flush; };
     const TextGeneration result =
-        cached_model
+        fast_model
+            ? engine::engine_generate_text(*fast_model, tokenizer, prompt, options, timed, print)
+        : cached_model
             ? simple_generate_with_kv_cache(*cached_model, tokenizer, prompt, options, timed, print)
             : simple_generate(*model, tokenizer, prompt, options, timed, print);
     std::cout << std::endl;
@@ -208,14 +253,14 @@ fs::path resolve_model_dir(const CommandLine& cl) {
 int run_generate(const CommandLine& cl) {
   if (!cl.has("prompt")) throw UsageError("generate: --prompt TEXT is required");
   const SamplingFlags sampling = parse_sampling_flags(cl);
-  Engine engine(resolve_model_dir(cl), sampling, use_kv_cache(cl));
+  Engine engine(resolve_model_dir(cl), sampling, cl);
   engine.run(cl.flags.at("prompt"));
   return 0;
 }
 
 int run_chat(const CommandLine& cl) {
   const SamplingFlags sampling = parse_sampling_flags(cl);
-  Engine engine(resolve_model_dir(cl), sampling, use_kv_cache(cl));
+  Engine engine(resolve_model_dir(cl), sampling, cl);
   std::vector<ChatMessage> history;
   if (cl.has("system")) history.push_back({"system", cl.flags.at("system")});
   if (cl.has("prompt")) {

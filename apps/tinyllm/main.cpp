@@ -18,6 +18,11 @@
 #define TINYLLM_APP_NAME "tinyllm"
 #endif
 
+namespace tinyllm::app {
+/// `tinyllm batch` (batch.cpp).
+int run_batch(const CommandLine& cl);
+}  // namespace tinyllm::app
+
 namespace {
 
 // Error messages go out as one line.
@@ -45,6 +50,7 @@ int run(const std::vector<std::string>& args) {
   if (cl.command == "generate") return run_generate(cl);
   if (cl.command == "tokenize") return run_tokenize(cl);
   if (cl.command == "bench") return run_bench(cl);
+  if (cl.command == "batch") return run_batch(cl);
   return run_logits(cl);
 }
 

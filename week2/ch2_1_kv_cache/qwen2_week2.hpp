@@ -91,6 +91,11 @@ class Qwen2MultiHeadAttentionWeek2 {
 
   int64_t head_dim() const { return head_dim_; }
   int64_t num_kv_heads() const { return num_kv_heads_; }
+  /// Provided accessors (chapter 2.6's batched step reuses the weights and the RoPE).
+  int64_t num_heads() const { return num_heads_; }
+  int64_t hidden_size() const { return hidden_size_; }
+  const Qwen2AttentionWeights& weights() const { return w_; }
+  const RoPE& rope() const { return rope_; }
 
  private:
   static int64_t checked_head_dim(int64_t e, int64_t h_q, int64_t h) {
@@ -139,6 +144,12 @@ class Qwen2TransformerBlockWeek2 {
     TINYLLM_TODO("ch2.1", "Task 2");
   }
 
+  /// Provided accessors to the sub-layers (chapter 2.6's batched step reuses them).
+  const RMSNorm& input_layernorm() const { return input_layernorm_; }
+  const Qwen2MultiHeadAttentionWeek2& attention() const { return attention_; }
+  const RMSNorm& post_attention_layernorm() const { return post_attention_layernorm_; }
+  const Qwen2MLP& mlp() const { return mlp_; }
+
  private:
   int64_t hidden_size_;
   RMSNorm input_layernorm_;
@@ -181,6 +192,14 @@ class Qwen2ModelWeek2 {
   }
 
   const Qwen2Config& config() const { return config_; }
+
+  /// Provided accessors to the parts (chapter 2.6 runs them on a batch of requests): the embedding
+  /// (V x E, also the head when tie_word_embeddings), the decoder layers, the final RMSNorm and the
+  /// untied head (V x E; empty when tied).
+  const Embedding& embedding() const { return *embedding_; }
+  const std::vector<Qwen2TransformerBlockWeek2>& layers() const { return layers_; }
+  const RMSNorm& norm() const { return *norm_; }
+  const Tensor& lm_head() const { return lm_head_; }
 
  private:
   void check_forward_args(const std::vector<TokenIds>& tokens, int64_t offset,

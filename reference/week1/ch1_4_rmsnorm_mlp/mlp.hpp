@@ -62,6 +62,11 @@ class Qwen2MLP {
     // SOLUTION END
   }
 
+  /// Provided accessors to the weights (chapter 2.6's batched step multiplies them itself).
+  const Tensor& w_gate() const { return w_gate_; }
+  const Tensor& w_up() const { return w_up_; }
+  const Tensor& w_down() const { return w_down_; }
+
  private:
   int64_t dim_;
   int64_t hidden_dim_;

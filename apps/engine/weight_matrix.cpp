@@ -1,0 +1,205 @@
+#include "weight_matrix.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <tinyllm/ch2_3_fast_qmatmul/fast_qmatmul.hpp>
+
+#include "bf16_gemm.hpp"
+#include "int8_matvec.hpp"
+#include "tinyllm/errors.hpp"
+
+namespace tinyllm::engine {
+
+WeightFormat parse_weight_format(const std::string& name) {
+  if (name == "f32") return WeightFormat::F32;
+  if (name == "bf16") return WeightFormat::Bf16;
+  if (name == "q8") return WeightFormat::Q8;
+  if (name == "q4") return WeightFormat::Q4;
+  throw InvalidArgument("unknown weight precision '" + name + "' (expected f32, bf16, q8 or q4)");
+}
+
+std::string weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32:
+      return "f32";
+    case WeightFormat::Bf16:
+      return "bf16";
+    case WeightFormat::Q8:
+      return "q8";
+    case WeightFormat::Q4:
+      return "q4";
+  }
+  return "?";
+}
+
+namespace {
+bool quantized(WeightFormat f) {
+  return f == WeightFormat::Q8 || f == WeightFormat::Q4;
+}
+int bits_of(WeightFormat f) {
+  return f == WeightFormat::Q8 ? 8 : 4;
+}
+}  // namespace
+
+int default_group_size(WeightFormat format) {
+  if (format == WeightFormat::Q8) return 32;
+  if (format == WeightFormat::Q4) return 64;
+  return 0;
+}
+
+WeightSpec check_weight_spec(WeightSpec spec) {
+  if (!quantized(spec.format)) {
+    if (spec.group_size != 0) {
+      throw InvalidArgument("a group size (" + std::to_string(spec.group_size) +
+                            ") only applies to q8 and q4, not to " +
+                            weight_format_name(spec.format));
+    }
+    return spec;
+  }
+  if (spec.group_size == 0) spec.group_size = default_group_size(spec.format);
+  check_quantization(spec.group_size, bits_of(spec.format));  // InvalidArgument unless 32/64/128
+  return spec;
+}
+
+WeightMatrix::WeightMatrix(const Tensor& w, WeightSpec spec) : spec_(check_weight_spec(spec)) {
+  if (w.ndim() != 2) {
+    throw ShapeError("WeightMatrix: expected a K x N weight, got " + shape_to_string(w.shape()));
+  }
+  switch (spec_.format) {
+    case WeightFormat::F32:
+      w_ = w;
+      break;
+    case WeightFormat::Bf16:
+      w_ = to_bf16(w);
+      break;
+    default:
+      w_ = quantize(w, spec_.group_size, bits_of(spec_.format));
+  }
+}
+
+WeightMatrix::WeightMatrix(QuantizedWeights w)
+    : spec_{w.bits == 8 ? WeightFormat::Q8 : WeightFormat::Q4, w.group_size} {
+  check_quantized_weights(w);
+  w_ = std::move(w);
+}
+
+int64_t WeightMatrix::rows() const {
+  return std::visit(
+      [](const auto& w) -> int64_t {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>, Tensor>) {
+          return w.dim(0);
+        } else {
+          return w.rows;
+        }
+      },
+      w_);
+}
+
+int64_t WeightMatrix::cols() const {
+  return std::visit(
+      [](const auto& w) -> int64_t {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>, Tensor>) {
+          return w.dim(1);
+        } else {
+          return w.cols;
+        }
+      },
+      w_);
+}
+
+int64_t WeightMatrix::bytes() const {
+  const int64_t n = rows() * cols();
+  if (spec_.format == WeightFormat::F32) return 4 * n;
+  if (spec_.format == WeightFormat::Bf16) return 2 * n;
+  return n * bits_of(spec_.format) / 8 + 2 * 4 * (n / spec_.group_size);
+}
+
+namespace {
+
+// y = a W^T for f32 weights, split over blocks of rows of W like chapter 2.3's kernels: decode
+// (M = 1) is a matrix-vector product that Eigen runs on one thread only, so each thread takes a
+// contiguous slice of rows; prefill gives every thread whole row blocks times all M rows (Eigen's
+// GEMM, single-threaded inside the region).
+Tensor f32_matmul(const Tensor& a, const Tensor& w, int threads) {
+  const int64_t M = a.dim(0), K = w.dim(0), N = w.dim(1);
+  Tensor out({M, K});
+  const ConstMatrixMap A = a.rows(), W = w.rows();
+  MatrixMap Y = out.rows();
+  const int64_t blocks = threads * ((K + threads * 128 - 1) / (threads * 128));
+  const int64_t block = (K + blocks - 1) / blocks;
+#pragma omp parallel num_threads(threads)
+  {
+    omp_set_num_threads(1);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t k0 = b * block, count = std::min(block, K - k0);
+      if (count <= 0) continue;
+      if (M == 1) {
+        Eigen::Map<Eigen::VectorXf>(out.data() + k0, count).noalias() =
+            W.middleRows(k0, count) * Eigen::Map<const Eigen::VectorXf>(a.data(), N);
+      } else {
+        Y.middleCols(k0, count).noalias() = A * W.middleRows(k0, count).transpose();
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor WeightMatrix::matmul(const Tensor& a, const KernelChoice& how) const {
+  if (a.ndim() != 2 || a.dim(1) != cols()) {
+    throw ShapeError("WeightMatrix::matmul: a must be M x N with N = " + std::to_string(cols()) +
+                     ", got " + shape_to_string(a.shape()));
+  }
+  const int threads = resolve_threads(how.threads);
+  if (const auto* f = std::get_if<Tensor>(&w_)) return f32_matmul(a, *f, threads);
+  if (how.bf16_prefill && a.dim(0) > 1 && a.dim(1) % 2 == 0 && bf16_gemm_supported()) {
+    return bf16_gemm(
+        a, rows(), [this](int64_t k0, int64_t count, float* out) { rows_f32(k0, count, out); },
+        threads);
+  }
+  if (const auto* b = std::get_if<Bf16Weights>(&w_)) {
+    return bf16_matmul(a, *b, KernelPath::Auto, threads);
+  }
+  const auto& q = std::get<QuantizedWeights>(w_);
+  if (how.int8_decode && a.dim(0) == 1 && q.cols % 64 == 0 && int8_matvec_supported()) {
+    Tensor out({1, q.rows});
+    int8_matvec(a.data(), q, out.data(), threads);
+    return out;
+  }
+  return quantized_matmul_fast(a, q, KernelPath::Auto, threads);
+}
+
+void WeightMatrix::rows_f32(int64_t k0, int64_t count, float* out) const {
+  if (k0 < 0 || count < 0 || k0 + count > rows()) {
+    throw InvalidArgument("WeightMatrix::rows_f32: rows [" + std::to_string(k0) + ", " +
+                          std::to_string(k0 + count) + ") of " + std::to_string(rows()));
+  }
+  const int64_t n = cols();
+  if (const auto* f = std::get_if<Tensor>(&w_)) {
+    std::memcpy(out, f->data() + k0 * n, static_cast<size_t>(count * n) * sizeof(float));
+  } else if (const auto* b = std::get_if<Bf16Weights>(&w_)) {
+    const uint16_t* src = b->data.data() + k0 * n;
+    for (int64_t j = 0; j < count * n; ++j) out[j] = widen_bf16(src[j]);
+  } else {
+    dequantize_rows(std::get<QuantizedWeights>(w_), k0, count, out);
+  }
+}
+
+Tensor stack_rows(const std::vector<const Tensor*>& parts) {
+  int64_t rows = 0;
+  const int64_t n = parts.front()->dim(1);
+  for (const Tensor* p : parts) {
+    check_shape(*p, {p->dim(0), n}, "stack_rows");
+    rows += p->dim(0);
+  }
+  Tensor out({rows, n});
+  float* dst = out.data();
+  for (const Tensor* p : parts) dst = std::copy_n(p->data(), p->numel(), dst);
+  return out;
+}
+
+}  // namespace tinyllm::engine

@@ -1,0 +1,340 @@
+// `tinyllm batch`: N chat prompts through chapter 2.7's scheduler (continuous batching with chunked
+// prefill), with a live per-slot view and a summary of prefill and decode speed, time to first
+// token and time per output token. --check re-runs every request alone (chapter 2.1's greedy
+// generation with a KV cache) and fails if any output differs.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <tinyllm/ch1_6_generate/generate.hpp>
+#include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch2_6_continuous_batching/continuous_batching.hpp>
+#include <tinyllm/ch2_7_chunked_prefill/chunked_prefill.hpp>
+
+#include "cli.hpp"
+#include "commands.hpp"
+#include "tinyllm/chat_template.hpp"
+#include "tinyllm/errors.hpp"
+#include "tinyllm/tokenizer.hpp"
+
+namespace tinyllm::app {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Questions the embedded tiny-qwen2 model was trained to answer (tools/models/make_corpus.py).
+const std::vector<std::string> kDefaultPrompts = {
+    "What is 37 + 58?",
+    "What is the capital of France?",
+    "What is 23 + 45?",
+    "What is the chemical symbol for gold?",
+    "What is 91 - 36?",
+    "What is the capital of Japan?",
+    "What day comes after Monday?",
+    "What is 12 * 7?",
+    "What is the third planet from the Sun?",
+    "What month comes before March?",
+    "What is the opposite of hot?",
+    "Which city is the capital of Germany?",
+    "What is 145 + 230?",
+    "What is the next planet after Mars?",
+    "What is the capital of Italy?",
+    "What is the opposite of big?",
+};
+
+int64_t positive_flag(const CommandLine& cl, const std::string& flag, int64_t fallback) {
+  if (!cl.has(flag)) return fallback;
+  const int64_t value = parse_int(flag, cl.flags.at(flag));
+  if (value < 1) throw UsageError("--" + flag + " must be >= 1, got " + cl.flags.at(flag));
+  return value;
+}
+
+// The user messages: --prompts-file (one per line, blank lines skipped), --prompt (repeatable; the
+// parser joins repeats with '\n'), or the built-in list.
+std::vector<std::string> read_prompts(const CommandLine& cl) {
+  if (cl.has("prompts-file") && cl.has("prompt")) {
+    throw UsageError("batch: give --prompts-file or --prompt, not both");
+  }
+  std::vector<std::string> prompts;
+  std::string line;
+  if (cl.has("prompts-file")) {
+    const std::string& path = cl.flags.at("prompts-file");
+    std::ifstream file(path);
+    if (!file) throw FormatError("--prompts-file: cannot read '" + path + "'");
+    while (std::getline(file, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.find_first_not_of(" \t") != std::string::npos) prompts.push_back(line);
+    }
+    if (prompts.empty()) throw UsageError("--prompts-file: '" + path + "' has no prompts");
+    return prompts;
+  }
+  if (!cl.has("prompt")) return kDefaultPrompts;
+  std::istringstream joined(cl.flags.at("prompt"));
+  while (std::getline(joined, line)) {
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      throw UsageError("--prompt: a prompt is empty");
+    }
+    prompts.push_back(line);
+  }
+  if (prompts.empty()) throw UsageError("--prompt: a prompt is empty");
+  return prompts;
+}
+
+// One line of text: newlines shown as "\n", at most `width` characters from the end.
+std::string tail(const std::string& text, size_t width) {
+  std::string flat;
+  for (char c : text) flat += c == '\n' ? std::string("\\n") : std::string(1, c);
+  return flat.size() <= width ? flat : "..." + flat.substr(flat.size() - width + 3);
+}
+
+const char* reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::StopToken:
+      return "stop token";
+    case FinishReason::MaxTokens:
+      return "max tokens";
+    case FinishReason::ContextFull:
+      return "context full";
+  }
+  return "?";
+}
+
+// The progress view: one line per slot plus one for the prefill, redrawn in place on a terminal;
+// elsewhere one plain line per event (a request joins a slot or finishes).
+class ProgressView {
+ public:
+  ProgressView(const ContinuousBatcher& batcher, const Tokenizer& tokenizer)
+      : batcher_(batcher), tokenizer_(tokenizer), terminal_(isatty(STDOUT_FILENO) != 0) {}
+
+  void operator()(const BatchProgress& p) {
+    track_gaps();
+    if (terminal_) {
+      redraw(p);
+    } else {
+      log_events(p);
+    }
+    last_ = p;
+  }
+
+  void finish() {
+    if (terminal_ && drawn_ > 0) std::printf("\n");
+  }
+
+  /// The longest time between two consecutive tokens of one request (a decode step plus whatever
+  /// prefill ran before it: the stall that chunked prefill bounds).
+  double max_gap_s() const { return max_gap_s_; }
+
+ private:
+  void redraw(const BatchProgress& p) {
+    if (drawn_ > 0) std::printf("\x1b[%dA", drawn_);
+    drawn_ = 0;
+    char head[160];
+    std::snprintf(head, sizeof head, "step %lld  %.2f s  %lld waiting  %lld finished",
+                  static_cast<long long>(p.step), p.elapsed_s, static_cast<long long>(p.waiting),
+                  static_cast<long long>(p.finished));
+    line(head);
+    for (size_t b = 0; b < p.slots.size(); ++b) {
+      const BatchProgress::Slot& s = p.slots[b];
+      char text[96];
+      if (s.request < 0) {
+        std::snprintf(text, sizeof text, "slot %zu  idle", b);
+        line(text);
+        continue;
+      }
+      std::snprintf(text, sizeof text, "slot %zu  req %2lld  pos %4lld  %3lld tok  ", b,
+                    static_cast<long long>(s.request), static_cast<long long>(s.offset),
+                    static_cast<long long>(s.generated));
+      line(text + tail(tokenizer_.decode(output(s.request).tokens), 60));
+    }
+    char prefill[96];
+    if (p.prefill_request >= 0) {
+      std::snprintf(prefill, sizeof prefill, "prefill  req %2lld  %lld / %lld prompt tokens%s",
+                    static_cast<long long>(p.prefill_request),
+                    static_cast<long long>(p.prefill_done), static_cast<long long>(p.prefill_total),
+                    p.prefill_done == p.prefill_total ? ", waiting for a slot" : "");
+    } else {
+      std::snprintf(prefill, sizeof prefill, "prefill  idle");
+    }
+    line(prefill);
+    std::fflush(stdout);
+  }
+
+  void line(const std::string& text) {
+    std::printf("\x1b[2K%s\n", text.c_str());
+    ++drawn_;
+  }
+
+  void log_events(const BatchProgress& p) {
+    for (size_t b = 0; b < p.slots.size(); ++b) {
+      const int64_t before = b < last_.slots.size() ? last_.slots[b].request : -1;
+      const int64_t now = p.slots[b].request;
+      if (now >= 0 && now != before) {
+        std::printf("[step %lld, %.2f s] request %lld joins slot %zu\n",
+                    static_cast<long long>(p.step), p.elapsed_s, static_cast<long long>(now), b);
+      }
+    }
+    const std::vector<RequestOutput>& outputs = batcher_.outputs();
+    for (size_t i = reported_.size(); i < outputs.size(); ++i) reported_.push_back(false);
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].finished || reported_[i]) continue;
+      reported_[i] = true;
+      std::printf("[step %lld, %.2f s] request %zu finished: %zu tokens, %s\n",
+                  static_cast<long long>(p.step), p.elapsed_s, i, outputs[i].tokens.size(),
+                  reason_name(outputs[i].finish_reason));
+    }
+    std::fflush(stdout);
+  }
+
+  void track_gaps() {
+    const std::vector<RequestOutput>& outputs = batcher_.outputs();
+    seen_.resize(outputs.size(), 0);
+    last_s_.resize(outputs.size(), 0.0);
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const size_t picks = outputs[i].tokens.size() + (outputs[i].stop_token ? 1 : 0);
+      if (picks == seen_[i]) continue;
+      if (picks >= 2) {
+        const double since = seen_[i] == 0 ? outputs[i].first_token_s : last_s_[i];
+        max_gap_s_ = std::max(max_gap_s_, outputs[i].last_token_s - since);
+      }
+      seen_[i] = picks;
+      last_s_[i] = outputs[i].last_token_s;
+    }
+  }
+
+  const RequestOutput& output(int64_t request) const {
+    return batcher_.outputs()[static_cast<size_t>(request)];
+  }
+
+ private:
+  const ContinuousBatcher& batcher_;
+  const Tokenizer& tokenizer_;
+  bool terminal_;
+  int drawn_ = 0;
+  BatchProgress last_;
+  std::vector<bool> reported_;
+  std::vector<size_t> seen_;  // tokens picked per request at the last snapshot
+  std::vector<double> last_s_;
+  double max_gap_s_ = 0.0;
+};
+
+// The summary: counts, speeds and latencies of the run.
+void print_summary(const ContinuousBatcher& batcher, double wall_s, double max_gap_s) {
+  int64_t prompt_tokens = 0, generated = 0, decode_picks = 0, timed = 0;
+  double ttft_sum = 0, ttft_max = 0, tpot_sum = 0;
+  for (const RequestOutput& o : batcher.outputs()) {
+    prompt_tokens += o.prompt_tokens;
+    const auto n = static_cast<int64_t>(o.tokens.size());
+    generated += n;
+    const int64_t picks = n + (o.stop_token ? 1 : 0);  // the stop id is picked too
+    if (picks == 0) continue;
+    decode_picks += picks - 1;  // the first pick comes from the prefill logits
+    ttft_sum += o.first_token_s;
+    ttft_max = std::max(ttft_max, o.first_token_s);
+    if (picks > 1) {
+      tpot_sum += (o.last_token_s - o.first_token_s) / static_cast<double>(picks - 1);
+      ++timed;
+    }
+  }
+  const BatchStats& s = batcher.stats();
+  const auto requests = static_cast<double>(batcher.outputs().size());
+  std::printf("\nsummary: %zu requests, batch size %lld, %lld iterations\n",
+              batcher.outputs().size(), static_cast<long long>(batcher.batch_size()),
+              static_cast<long long>(s.steps));
+  std::printf("  prompt tokens     %6lld   prefill %8.1f tok/s  (%.2f s)\n",
+              static_cast<long long>(prompt_tokens),
+              s.prefill_s > 0 ? static_cast<double>(prompt_tokens) / s.prefill_s : 0.0,
+              s.prefill_s);
+  std::printf("  generated tokens  %6lld   decode  %8.1f tok/s  (%.2f s, %lld batched picks)\n",
+              static_cast<long long>(generated),
+              s.decode_s > 0 ? static_cast<double>(decode_picks) / s.decode_s : 0.0, s.decode_s,
+              static_cast<long long>(decode_picks));
+  std::printf("  time to first token   mean %.3f s, max %.3f s\n", ttft_sum / requests, ttft_max);
+  std::printf("  time per output token mean %.1f ms, longest gap between two tokens %.1f ms\n",
+              timed > 0 ? 1e3 * tpot_sum / static_cast<double>(timed) : 0.0, 1e3 * max_gap_s);
+  std::printf("  wall time %.2f s\n", wall_s);
+}
+
+// --check: every request alone through chapter 2.1's greedy generation; prints the differences.
+int check_outputs(const Qwen2ModelWeek2& model, const ContinuousBatcher& batcher) {
+  int64_t differ = 0;
+  const int64_t context = model.config().max_position_embeddings;
+  for (size_t i = 0; i < batcher.requests().size(); ++i) {
+    const BatchRequest& r = batcher.requests()[i];
+    const int64_t room = context - static_cast<int64_t>(r.prompt.size());
+    const Generation alone = generate_tokens_with_kv_cache(
+        model, r.prompt,
+        GenerationOptions{.max_new_tokens = std::min(r.max_new_tokens, room),
+                          .stop_ids = r.stop_ids});
+    const TokenIds& batched = batcher.outputs()[i].tokens;
+    if (alone.tokens == batched) continue;
+    ++differ;
+    size_t at = 0;
+    while (at < batched.size() && at < alone.tokens.size() && batched[at] == alone.tokens[at]) ++at;
+    std::printf(
+        "check: request %zu differs from its single-request run at token %zu (%zu vs %zu "
+        "tokens)\n",
+        i, at, batched.size(), alone.tokens.size());
+  }
+  if (differ > 0) {
+    std::printf("check: FAILED, %lld of %zu requests differ\n", static_cast<long long>(differ),
+                batcher.requests().size());
+    return 1;
+  }
+  std::printf("check: all %zu requests equal their single-request greedy runs\n",
+              batcher.requests().size());
+  return 0;
+}
+
+}  // namespace
+
+int run_batch(const CommandLine& cl) {
+  const int64_t batch_size = positive_flag(cl, "batch-size", 4);
+  const int64_t chunk = positive_flag(cl, "prefill-chunk", 32);
+  const int64_t max_tokens = positive_flag(cl, "max-tokens", 64);
+  const std::vector<std::string> questions = read_prompts(cl);
+  const fs::path dir = resolve_model_dir(cl);
+  if (!fs::is_regular_file(dir / "tokenizer.json")) {
+    throw FormatError("no tokenizer.json in the model directory '" + dir.string() +
+                      "' (batch needs one)");
+  }
+  const Tokenizer tokenizer = Tokenizer::from_file(dir / "tokenizer.json");
+  const Qwen2ModelWeek2 model = load_qwen2_week2(dir);
+  const TokenIds stop_ids = default_stop_ids(model.config(), &tokenizer);
+
+  ChunkedPrefillBatcher batcher(model, batch_size, chunk);
+  for (const std::string& q : questions) {
+    const TokenIds ids = tokenizer.encode(apply_chat_template({{"user", q}}, true));
+    batcher.submit(BatchRequest{ids, max_tokens, stop_ids});
+  }
+  std::printf("%zu requests, batch size %lld, prefill chunk %lld, up to %lld new tokens each\n",
+              questions.size(), static_cast<long long>(batch_size), static_cast<long long>(chunk),
+              static_cast<long long>(max_tokens));
+  ProgressView view(batcher, tokenizer);
+  const auto start = Clock::now();
+  batcher.run(std::ref(view));
+  const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+  view.finish();
+
+  std::printf("\n");
+  for (size_t i = 0; i < questions.size(); ++i) {
+    const RequestOutput& o = batcher.outputs()[i];
+    std::printf("[%zu] %s\n     -> %s  (%zu tokens, %s)\n", i, questions[i].c_str(),
+                tail(tokenizer.decode(o.tokens), 200).c_str(), o.tokens.size(),
+                reason_name(o.finish_reason));
+  }
+  print_summary(batcher, wall_s, view.max_gap_s());
+  return cl.has("check") ? check_outputs(model, batcher) : 0;
+}
+
+}  // namespace tinyllm::app

@@ -1,0 +1,163 @@
+// Chapter 2.7: chunked prefill.
+//
+// You write (book/week2/ch2_7_chunked_prefill.md):
+//   Task 1  prefill one request's prompt in chunks of at most `chunk` tokens
+//   Task 2  a scheduler that spends a token budget per iteration on the next prefill chunk, then
+//           runs chapter 2.6's batched decode step
+//
+// In chapter 2.6 a new request's whole prompt is prefilled before the next decode step: a 500-
+// token prompt stalls every decoding request for a full prefill, so their time per output token
+// jumps. Chunked prefill bounds that stall: each iteration prefills at most `chunk` prompt tokens
+// (the token budget), then every active request decodes one token as usual.
+//
+//   iteration:   1        2        3        4        5
+//   prefill:    r4[0:32] r4[32:64] r4[64:70]+r5[0:26] r5[26:40]  ...  (<= 32 tokens each)
+//   decode:     r0..r3   r0..r3    r0..r3   r0..r3   r0..r3 (r4 joined when a slot freed)
+//
+// A chunk at offset o is just chapter 2.1's model call on tokens [o, o + n) with caches holding o
+// positions: its keys attend causally to everything before them, so the last chunk's logits equal
+// one-shot prefill's.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch2_6_continuous_batching/continuous_batching.hpp>
+
+#include "tinyllm/errors.hpp"
+#include "tinyllm/tensor.hpp"
+#include "tinyllm/todo.hpp"
+#include "tinyllm/token.hpp"
+
+namespace tinyllm {
+
+/// Task 1. Feeds the next n = min(max_tokens, P - o) prompt tokens [o, o + n) to the model, where o
+/// = caches[0].offset() is how much of the prompt the caches hold, and returns the logits [V] of
+/// the last fed position (decode_step of chapter 2.1). Afterwards the caches hold o + n positions.
+/// InvalidArgument if max_tokens < 1 or the caches already hold the whole prompt (o >= P).
+inline Tensor prefill_next_chunk(const Qwen2ModelWeek2& model, const TokenIds& prompt,
+                                 std::vector<KvCache>& caches, int64_t max_tokens) {
+  // SOLUTION BEGIN ch2.7 Task 1
+  const int64_t done = caches.empty() ? 0 : caches[0].offset();
+  const auto length = static_cast<int64_t>(prompt.size());
+  if (max_tokens < 1) {
+    throw InvalidArgument("prefill_next_chunk: max_tokens must be >= 1, got " +
+                          std::to_string(max_tokens));
+  }
+  if (done >= length) {
+    throw InvalidArgument("prefill_next_chunk: the caches already hold all " +
+                          std::to_string(length) + " prompt tokens");
+  }
+  const int64_t n = std::min(max_tokens, length - done);
+  const TokenIds chunk(prompt.begin() + done, prompt.begin() + done + n);
+  return decode_step(model, chunk, caches);
+  // SOLUTION END
+}
+
+/// Task 1. Prefills the whole prompt into empty caches in chunks of at most `chunk` tokens
+/// (prefill_next_chunk until the caches hold all P tokens) and returns the logits [V] of the last
+/// prompt position: equal to decode_step(model, prompt, caches) in one call, up to float rounding.
+/// InvalidArgument if chunk < 1, the prompt is empty or the caches are not empty.
+inline Tensor prefill_chunked(const Qwen2ModelWeek2& model, const TokenIds& prompt,
+                              std::vector<KvCache>& caches, int64_t chunk) {
+  // SOLUTION BEGIN ch2.7 Task 1
+  if (chunk < 1) {
+    throw InvalidArgument("prefill_chunked: chunk must be >= 1, got " + std::to_string(chunk));
+  }
+  if (prompt.empty()) throw InvalidArgument("prefill_chunked: empty prompt");
+  if (caches.empty() || caches[0].offset() != 0) {
+    throw InvalidArgument("prefill_chunked: the caches must be empty");
+  }
+  Tensor logits;
+  while (caches[0].offset() < static_cast<int64_t>(prompt.size())) {
+    logits = prefill_next_chunk(model, prompt, caches, chunk);
+  }
+  return logits;
+  // SOLUTION END
+}
+
+/// Chapter 2.6's scheduler with chunked prefill: admit() prefills at most `prefill_chunk` prompt
+/// tokens per iteration, then the inherited step() runs the batched decode step.
+class ChunkedPrefillBatcher : public ContinuousBatcher {
+ public:
+  /// Provided. InvalidArgument unless batch_size >= 1 and prefill_chunk >= 1.
+  ChunkedPrefillBatcher(const Qwen2ModelWeek2& model, int64_t batch_size, int64_t prefill_chunk)
+      : ContinuousBatcher(model, batch_size), chunk_(prefill_chunk) {
+    if (prefill_chunk < 1) {
+      throw InvalidArgument("ChunkedPrefillBatcher: prefill_chunk must be >= 1, got " +
+                            std::to_string(prefill_chunk));
+    }
+  }
+
+  int64_t prefill_chunk() const { return chunk_; }
+
+ protected:
+  /// The one request between the waiting queue and a slot: prefilling into its own caches, or
+  /// (ready) prefilled with its first token picked, waiting for an idle slot.
+  struct Prefill {
+    int64_t request = 0;
+    std::vector<KvCache> caches;
+    bool ready = false;
+  };
+
+  /// Task 2. Spends a budget of chunk_ prompt tokens, repeating:
+  ///   - if the pending request is ready: join it into a free slot and clear it; if no slot is
+  ///     free, stop (it waits; the budget is not spent on later requests meanwhile);
+  ///   - stop if the budget is spent; if nothing is pending, take the first waiting request (fresh
+  ///     caches from model_.create_kv_caches()), or stop if none waits;
+  ///   - prefill_next_chunk(..., budget left); subtract the tokens fed; when its prompt is
+  ///   complete,
+  ///     begin_decoding(request, logits): ready if it goes on, cleared if it finished at once.
+  /// So one iteration may finish one prompt and start the next within the same budget.
+  void admit() override {
+    // SOLUTION BEGIN ch2.7 Task 2
+    int64_t budget = chunk_;
+    while (true) {
+      if (pending_ && pending_->ready) {
+        const std::optional<int64_t> slot = free_slot();
+        if (!slot) return;
+        join(pending_->request, std::move(pending_->caches), *slot);
+        pending_.reset();
+      }
+      if (budget == 0) return;
+      if (!pending_) {
+        if (waiting_.empty()) return;
+        pending_ = Prefill{waiting_.front(), model_.create_kv_caches(), false};
+        waiting_.pop_front();
+      }
+      const TokenIds& prompt = requests_[static_cast<size_t>(pending_->request)].prompt;
+      const int64_t before = pending_->caches[0].offset();
+      const Tensor logits = prefill_next_chunk(model_, prompt, pending_->caches, budget);
+      budget -= pending_->caches[0].offset() - before;
+      if (pending_->caches[0].offset() < static_cast<int64_t>(prompt.size())) continue;
+      if (begin_decoding(pending_->request, logits)) {
+        pending_->ready = true;
+      } else {
+        pending_.reset();
+      }
+    }
+    // SOLUTION END
+  }
+
+  bool prefilling() const override { return pending_.has_value(); }
+
+  void describe_prefill(BatchProgress& progress) const override {
+    if (!pending_) return;
+    progress.prefill_request = pending_->request;
+    progress.prefill_done = pending_->caches[0].offset();
+    progress.prefill_total =
+        static_cast<int64_t>(requests_[static_cast<size_t>(pending_->request)].prompt.size());
+  }
+
+  int64_t chunk_;
+  std::optional<Prefill> pending_;
+};
+
+}  // namespace tinyllm
