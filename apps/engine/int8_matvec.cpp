@@ -74,60 +74,93 @@ inline __m512i load_codes(const uint8_t* codes, int64_t j) {
   }
 }
 
-// One chunk of 64 codes of a row: cvt(vpdpbusd(codes, xq)) * dx * scale added to acc. With G = 32
-// a chunk spans two groups, and each lane picks its group's scale (lane_group); otherwise one
-// scale per chunk.
+// The scale of each of the 16 int32 lanes of chunk j of one row: with G = 32 a chunk spans two
+// groups, and each lane picks its group's scale (lane_group); otherwise one scale per chunk.
 template <int Bits, bool G32>
 TINYLLM_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")
-inline __m512 add_chunk(__m512 acc, const uint8_t* codes, const float* scales, int group_size,
-                        const Int8Activations& a, int64_t j) {
-  __m512 s;
+inline __m512 chunk_scales(const float* scales, int group_size, int64_t j) {
   if constexpr (G32) {
     const __m512i lane_group =
         Bits == 8 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
                   : _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-    s = _mm512_permutexvar_ps(lane_group, _mm512_maskz_loadu_ps(0x3, scales + j / 32));
+    return _mm512_permutexvar_ps(lane_group, _mm512_maskz_loadu_ps(0x3, scales + j / 32));
   } else {
-    s = _mm512_set1_ps(scales[j / group_size]);
+    return _mm512_set1_ps(scales[j / group_size]);
   }
-  const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), load_codes<Bits>(codes, j),
-                                        _mm512_loadu_si512(a.xq.data() + j));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d),
-                         _mm512_mul_ps(_mm512_loadu_ps(a.lane_scale.data() + j / 4), s), acc);
 }
 
-// Row k of W dotted with the activations: the chunks alternate between two accumulators (FMA
-// latency), then the bias terms with the exact group sums.
+// One chunk of 64 codes of one row against the shared activations xq (with lane scales dx):
+// acc + cvt(vpdpbusd(codes, xq)) * dx * scale.
 template <int Bits, bool G32>
 TINYLLM_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")
-float int8_row(const QuantizedWeights& w, int64_t k, const Int8Activations& a) {
-  const int64_t n = w.cols, groups = n / w.group_size;
-  const uint8_t* codes = reinterpret_cast<const uint8_t*>(w.packed.data()) + k * (n * Bits / 8);
-  const float* scales = w.scales.data() + k * groups;
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 128 <= n; j += 128) {
-    acc0 = add_chunk<Bits, G32>(acc0, codes, scales, w.group_size, a, j);
-    acc1 = add_chunk<Bits, G32>(acc1, codes, scales, w.group_size, a, j + 64);
-  }
-  if (j < n) acc0 = add_chunk<Bits, G32>(acc0, codes, scales, w.group_size, a, j);
-  // The bias terms, 16 groups per FMA, folded in before the one horizontal sum.
-  const float* biases = w.biases.data() + k * groups;
-  __m512 acc = _mm512_add_ps(acc0, acc1);
+inline __m512 add_chunk(__m512 acc, const uint8_t* codes, const float* scales, int group_size,
+                        __m512i xq, __m512 dx, int64_t j) {
+  const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), load_codes<Bits>(codes, j), xq);
+  const __m512 s = chunk_scales<Bits, G32>(scales, group_size, j);
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dx, s), acc);
+}
+
+// The bias terms of one row, 16 groups per FMA with the exact group sums, then the horizontal
+// sum: the row's result.
+TINYLLM_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")
+inline float finish_row(__m512 acc, const float* biases, const float* group_sums, int64_t groups) {
   for (int64_t g = 0; g < groups; g += 16) {
     const __mmask16 m =
         groups - g >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (groups - g)) - 1u);
     acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, biases + g),
-                          _mm512_maskz_loadu_ps(m, a.group_sums.data() + g), acc);
+                          _mm512_maskz_loadu_ps(m, group_sums + g), acc);
   }
   return _mm512_reduce_add_ps(acc);
 }
 
-using RowKernel = float (*)(const QuantizedWeights&, int64_t, const Int8Activations&);
+// Rows k0, k0 + step, .., k0 + (R-1) step (R = 1 or 4) of W dotted with the activations, written
+// to y[k0], y[k0 + step], ... The R rows share each load of the activations (64 int8 values and
+// their 16 lane scales per chunk), and their R accumulators are independent FMA chains. The rows
+// are a quarter of the matrix apart (step = K / 4), not adjacent: each of the R rows then reads
+// one long sequential stream as k0 advances, which the hardware prefetcher follows; four adjacent
+// rows (896 bytes each) would be four short streams, and decode ran at half the speed. (Named
+// accumulators, not an array: GCC keeps an array of __m512 on the stack.)
+template <int Bits, bool G32, int R>
+TINYLLM_TARGET("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")
+void int8_rows(const QuantizedWeights& w, int64_t k0, int64_t step, const Int8Activations& a,
+               float* y) {
+  static_assert(R == 1 || R == 4);
+  const int64_t n = w.cols, groups = n / w.group_size, row_bytes = n * Bits / 8;
+  const int64_t code_step = step * row_bytes, group_step = step * groups;
+  const int gs = w.group_size;
+  const uint8_t* c = reinterpret_cast<const uint8_t*>(w.packed.data()) + k0 * row_bytes;
+  const float* s = w.scales.data() + k0 * groups;
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  for (int64_t j = 0; j < n; j += 64) {
+    const __m512i xq = _mm512_loadu_si512(a.xq.data() + j);
+    const __m512 dx = _mm512_loadu_ps(a.lane_scale.data() + j / 4);
+    acc0 = add_chunk<Bits, G32>(acc0, c, s, gs, xq, dx, j);
+    if constexpr (R == 4) {
+      acc1 = add_chunk<Bits, G32>(acc1, c + code_step, s + group_step, gs, xq, dx, j);
+      acc2 = add_chunk<Bits, G32>(acc2, c + 2 * code_step, s + 2 * group_step, gs, xq, dx, j);
+      acc3 = add_chunk<Bits, G32>(acc3, c + 3 * code_step, s + 3 * group_step, gs, xq, dx, j);
+    }
+  }
+  const float* b = w.biases.data() + k0 * groups;
+  const float* sums = a.group_sums.data();
+  y[k0] = finish_row(acc0, b, sums, groups);
+  if constexpr (R == 4) {
+    y[k0 + step] = finish_row(acc1, b + group_step, sums, groups);
+    y[k0 + 2 * step] = finish_row(acc2, b + 2 * group_step, sums, groups);
+    y[k0 + 3 * step] = finish_row(acc3, b + 3 * group_step, sums, groups);
+  }
+}
 
-RowKernel row_kernel(int bits, int group_size) {
-  if (bits == 8) return group_size == 32 ? int8_row<8, true> : int8_row<8, false>;
-  return group_size == 32 ? int8_row<4, true> : int8_row<4, false>;
+constexpr int64_t kRowsPerBlock = 4;
+
+using RowsKernel = void (*)(const QuantizedWeights&, int64_t, int64_t, const Int8Activations&,
+                            float*);
+
+// The kernel for blocks of R rows (R = kRowsPerBlock, or 1 for the rows left over).
+template <int R>
+RowsKernel rows_kernel(int bits, int group_size) {
+  if (bits == 8) return group_size == 32 ? int8_rows<8, true, R> : int8_rows<8, false, R>;
+  return group_size == 32 ? int8_rows<4, true, R> : int8_rows<4, false, R>;
 }
 #endif
 
@@ -139,9 +172,13 @@ void int8_matvec(const float* x, const QuantizedWeights& w, float* y, int thread
   if (!int8_matvec_supported()) throw InvalidArgument("int8_matvec: this CPU has no AVX512-VNNI");
 #if defined(__x86_64__)
   const Int8Activations a = quantize_activations(x, w.cols, w.bits, w.group_size);
-  const RowKernel row = row_kernel(w.bits, w.group_size);
+  const RowsKernel block = rows_kernel<kRowsPerBlock>(w.bits, w.group_size);
+  const RowsKernel single = rows_kernel<1>(w.bits, w.group_size);
+  // Block b: rows b, b + Q, b + 2Q, b + 3Q with Q = K / 4; then the K % 4 rows left over.
+  const int64_t quarter = w.rows / kRowsPerBlock;
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t k = 0; k < w.rows; ++k) y[k] = row(w, k, a);
+  for (int64_t b = 0; b < quarter; ++b) block(w, b, quarter, a, y);
+  for (int64_t k = quarter * kRowsPerBlock; k < w.rows; ++k) single(w, k, 0, a, y);
 #endif
 }
 

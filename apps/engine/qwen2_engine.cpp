@@ -13,6 +13,7 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_5_parallel_flash_attention/parallel_flash_attention.hpp>
 
+#include "mlx_checkpoint.hpp"
 #include "tinyllm/errors.hpp"
 
 namespace tinyllm::engine {
@@ -41,6 +42,16 @@ Tensor head_columns(const Tensor& t, int64_t begin, int64_t count, int64_t batch
   return columns(t, begin, count).reshape({batch, length, count / head_dim, head_dim});
 }
 
+// [bq; bk; bv] as one vector, the bias of the fused q/k/v product.
+Tensor concat_vectors(const std::vector<const Tensor*>& parts) {
+  int64_t n = 0;
+  for (const Tensor* p : parts) n += p->numel();
+  Tensor out({n});
+  float* dst = out.data();
+  for (const Tensor* p : parts) dst = std::copy_n(p->data(), p->numel(), dst);
+  return out;
+}
+
 }  // namespace
 
 Qwen2Engine::Qwen2Engine(const Qwen2Config& config, const Checkpoint& checkpoint,
@@ -50,31 +61,84 @@ Qwen2Engine::Qwen2Engine(const Qwen2Config& config, const Checkpoint& checkpoint
       rope_(config.head_dim, config.max_position_embeddings, config.rope_theta,
             /*traditional=*/false) {
   check_supported_config(config_, "Qwen2Engine");
+  if (config_.quantization) {
+    load_mlx(checkpoint);
+  } else {
+    load_dense(checkpoint);
+  }
+}
+
+void Qwen2Engine::load_dense(const Checkpoint& checkpoint) {
   options_.weights = check_weight_spec(options_.weights);
   const WeightSpec head = head_spec(options_);
   Qwen2ModelWeights w = load_qwen2_model_weights(checkpoint, config_);
   const float eps = config_.rms_norm_eps;
   for (Qwen2BlockWeights& b : w.layers) {
     const Qwen2AttentionWeights& a = b.attention;
+    std::vector<WeightMatrix> qkv, gate_up;
+    qkv.emplace_back(stack_rows({&a.wq, &a.wk, &a.wv}), options_.weights);
+    gate_up.emplace_back(stack_rows({&b.w_gate, &b.w_up}), options_.weights);
     layers_.push_back(Layer{
         RMSNorm(config_.hidden_size, std::move(b.w_input_layernorm), eps),
         RMSNorm(config_.hidden_size, std::move(b.w_post_attention_layernorm), eps),
-        WeightMatrix(stack_rows({&a.wq, &a.wk, &a.wv}), options_.weights),
+        StackedMatrix(std::move(qkv)),
         WeightMatrix(a.wo, options_.weights),
-        WeightMatrix(stack_rows({&b.w_gate, &b.w_up}), options_.weights),
+        StackedMatrix(std::move(gate_up)),
         WeightMatrix(b.w_down, options_.weights),
-        Tensor({a.bq.numel() + a.bk.numel() + a.bv.numel()}),
+        concat_vectors({&a.bq, &a.bk, &a.bv}),
     });
-    Tensor& bias = layers_.back().qkv_bias;
-    std::copy_n(a.bv.data(), a.bv.numel(),
-                std::copy_n(a.bk.data(), a.bk.numel(),
-                            std::copy_n(a.bq.data(), a.bq.numel(), bias.data())));
     b = Qwen2BlockWeights{};  // frees this layer's f32 copy before the next one is converted
   }
   embedding_ = WeightMatrix(w.embed_tokens, head);
   w.embed_tokens = Tensor();
   if (!config_.tie_word_embeddings) head_.emplace(w.lm_head, head);
   norm_.emplace(config_.hidden_size, std::move(w.norm), eps);
+}
+
+void Qwen2Engine::load_mlx(const Checkpoint& checkpoint) {
+  const QuantizationConfig& q = *config_.quantization;
+  if (options_.weights.format != WeightFormat::F32 || options_.weights.group_size != 0 ||
+      options_.head_format) {
+    throw InvalidArgument(
+        "Qwen2Engine: " + checkpoint.dir().string() + " is an MLX checkpoint already quantized (" +
+        mlx_quantization_name(q) + ", config.json \"quantization\"); its stored weights are used " +
+        "as they are, so EngineOptions::weights (" + weight_format_name(options_.weights.format) +
+        ") and head_format must be left at their defaults");
+  }
+  const int64_t e = config_.hidden_size, inter = config_.intermediate_size;
+  const int64_t q_rows = config_.num_attention_heads * config_.head_dim;
+  const int64_t kv_rows = config_.num_key_value_heads * config_.head_dim;
+  const float eps = config_.rms_norm_eps;
+  const auto matrix = [&](const std::string& prefix, int64_t rows, int64_t cols) {
+    return load_mlx_matrix(checkpoint, q, prefix, rows, cols);
+  };
+  const auto vector = [&](const std::string& name, int64_t n) {
+    return checkpoint.load(name, {n});
+  };
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const std::string a = p + "self_attn.", m = p + "mlp.";
+    std::vector<WeightMatrix> qkv, gate_up;
+    qkv.push_back(matrix(a + "q_proj", q_rows, e));
+    qkv.push_back(matrix(a + "k_proj", kv_rows, e));
+    qkv.push_back(matrix(a + "v_proj", kv_rows, e));
+    gate_up.push_back(matrix(m + "gate_proj", inter, e));
+    gate_up.push_back(matrix(m + "up_proj", inter, e));
+    const Tensor bq = vector(a + "q_proj.bias", q_rows), bk = vector(a + "k_proj.bias", kv_rows),
+                 bv = vector(a + "v_proj.bias", kv_rows);
+    layers_.push_back(Layer{
+        RMSNorm(e, vector(p + "input_layernorm.weight", e), eps),
+        RMSNorm(e, vector(p + "post_attention_layernorm.weight", e), eps),
+        StackedMatrix(std::move(qkv)),
+        matrix(a + "o_proj", e, q_rows),
+        StackedMatrix(std::move(gate_up)),
+        matrix(m + "down_proj", e, inter),
+        concat_vectors({&bq, &bk, &bv}),
+    });
+  }
+  embedding_ = matrix("model.embed_tokens", config_.vocab_size, e);
+  if (!config_.tie_word_embeddings) head_.emplace(matrix("lm_head", config_.vocab_size, e));
+  norm_.emplace(e, vector("model.norm.weight", e), eps);
 }
 
 std::vector<KvCache> Qwen2Engine::create_kv_caches(int64_t batch) const {

@@ -21,7 +21,8 @@
 //
 // Weights: every linear layer and the head in one WeightSpec (f32, bf16, q8 or q4;
 // weight_matrix.hpp), activations, norms, biases and the KV cache in f32. A tied embedding is
-// stored once and serves as both table and head. The head of a q4 model is q8 by default
+// stored once and serves as both table and head. An MLX checkpoint's layers come as they are stored
+// (mlx_checkpoint.hpp), each in its own format. The head of a q4 model is q8 by default
 // (head_format): the head turns the last hidden state straight into logits, nothing after it
 // averages its rounding out, and it is a quarter of a 0.5B model's weights; llama.cpp's Q4_0 keeps
 // its tied embedding in Q8_0 too. Every matrix product and the attention use `threads` OpenMP
@@ -62,6 +63,9 @@ class Qwen2Engine {
   /// linear layer to options.weights. Errors: those of chapter 1.5's loader (FormatError,
   /// ShapeError, ConfigError), InvalidArgument for a bad format or group size, ShapeError when E
   /// or I is not a multiple of the group size.
+  /// An MLX quantized checkpoint (config.quantization; mlx_checkpoint.hpp) keeps its stored codes:
+  /// options.weights and head_format must be left at their defaults (InvalidArgument otherwise),
+  /// and load_mlx_matrix's errors apply.
   Qwen2Engine(const Qwen2Config& config, const Checkpoint& checkpoint, EngineOptions options);
 
   /// tokens: B rows of L' new ids at positions offset .. offset+L'-1; caches: one per layer
@@ -80,9 +84,14 @@ class Qwen2Engine {
  private:
   struct Layer {
     RMSNorm input_norm, post_norm;
-    WeightMatrix qkv, wo, gate_up, down;
+    StackedMatrix qkv;
+    WeightMatrix wo;
+    StackedMatrix gate_up;
+    WeightMatrix down;
     Tensor qkv_bias;  // (H_q + 2 H) D
   };
+  void load_dense(const Checkpoint& checkpoint);
+  void load_mlx(const Checkpoint& checkpoint);
   void check_forward_args(const std::vector<TokenIds>& tokens, int64_t offset,
                           const std::vector<KvCache>& caches) const;
   Tensor attention(const Tensor& qkv, int64_t batch, int64_t length, int64_t offset,

@@ -189,6 +189,62 @@ void WeightMatrix::rows_f32(int64_t k0, int64_t count, float* out) const {
   }
 }
 
+namespace {
+
+// a's rows on top of b's: same N, bits and group size (checked by the caller).
+QuantizedWeights stack_quantized(const QuantizedWeights& a, const QuantizedWeights& b) {
+  QuantizedWeights out = a;
+  out.rows = a.rows + b.rows;
+  out.packed.insert(out.packed.end(), b.packed.begin(), b.packed.end());
+  out.scales = stack_rows({&a.scales, &b.scales});
+  out.biases = stack_rows({&a.biases, &b.biases});
+  return out;
+}
+
+}  // namespace
+
+StackedMatrix::StackedMatrix(std::vector<WeightMatrix> parts) {
+  for (WeightMatrix& part : parts) {
+    if (!parts_.empty() && part.cols() != parts_.front().cols()) {
+      throw ShapeError(
+          "StackedMatrix: every part needs N = " + std::to_string(parts_.front().cols()) +
+          ", got " + std::to_string(part.cols()));
+    }
+    const auto* q = std::get_if<QuantizedWeights>(&part.storage());
+    const auto* last =
+        parts_.empty() ? nullptr : std::get_if<QuantizedWeights>(&parts_.back().storage());
+    if (q != nullptr && last != nullptr && q->bits == last->bits &&
+        q->group_size == last->group_size) {
+      parts_.back() = WeightMatrix(stack_quantized(*last, *q));
+    } else {
+      parts_.push_back(std::move(part));
+    }
+  }
+}
+
+int64_t StackedMatrix::rows() const {
+  int64_t k = 0;
+  for (const WeightMatrix& part : parts_) k += part.rows();
+  return k;
+}
+
+int64_t StackedMatrix::bytes() const {
+  int64_t n = 0;
+  for (const WeightMatrix& part : parts_) n += part.bytes();
+  return n;
+}
+
+Tensor StackedMatrix::matmul(const Tensor& a, const KernelChoice& how) const {
+  if (parts_.size() == 1) return parts_.front().matmul(a, how);
+  Tensor out({a.dim(0), rows()});
+  int64_t k0 = 0;
+  for (const WeightMatrix& part : parts_) {
+    out.rows().middleCols(k0, part.rows()) = part.matmul(a, how).rows();
+    k0 += part.rows();
+  }
+  return out;
+}
+
 Tensor stack_rows(const std::vector<const Tensor*>& parts) {
   int64_t rows = 0;
   const int64_t n = parts.front()->dim(1);

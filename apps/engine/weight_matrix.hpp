@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include <tinyllm/ch2_2_quantized_matmul/quantized_matmul.hpp>
 #include <tinyllm/ch2_3_fast_qmatmul/bf16_matmul.hpp>
@@ -82,6 +83,26 @@ class WeightMatrix {
  private:
   WeightSpec spec_;
   std::variant<Tensor, Bf16Weights, QuantizedWeights> w_;
+};
+
+/// Several weight matrices with the same N used as one (K1 + K2 + ..) x N: matmul returns their
+/// products side by side. The engine fuses q/k/v and gate/up into one of these: a single
+/// WeightMatrix when the parts share a format (their rows stacked: one pass over x, one parallel
+/// region), several when an MLX checkpoint stores them differently (per-layer overrides).
+class StackedMatrix {
+ public:
+  StackedMatrix() = default;
+  /// Adjacent quantized parts with the same bits and group size are stacked into one matrix.
+  /// ShapeError unless every part has the same N.
+  explicit StackedMatrix(std::vector<WeightMatrix> parts);
+  int64_t rows() const;  // K1 + K2 + ..
+  int64_t bytes() const;
+  /// a: M x N -> M x (K1 + K2 + ..).
+  Tensor matmul(const Tensor& a, const KernelChoice& how = {}) const;
+  const std::vector<WeightMatrix>& parts() const { return parts_; }
+
+ private:
+  std::vector<WeightMatrix> parts_;
 };
 
 /// Stacks 2-D f32 tensors with the same N row-wise: K1 x N, K2 x N, .. -> (K1 + K2 + ..) x N (the

@@ -23,7 +23,9 @@
 
 #include "cli.hpp"
 #include "commands.hpp"
+#include "mlx_checkpoint.hpp"
 #include "tinyllm/chat_template.hpp"
+#include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tokenizer.hpp"
 
@@ -309,6 +311,12 @@ int run_batch(const CommandLine& cl) {
                       "' (batch needs one)");
   }
   const Tokenizer tokenizer = Tokenizer::from_file(dir / "tokenizer.json");
+  if (const Qwen2Config config = load_qwen2_config(dir / "config.json"); config.quantization) {
+    throw UsageError("batch runs chapter 2.6's model (f32 weights), which cannot hold '" +
+                     dir.string() + "', an MLX checkpoint already quantized (" +
+                     engine::mlx_quantization_name(*config.quantization) +
+                     "); chat, generate, logits and bench run it on the engine");
+  }
   const Qwen2ModelWeek2 model = load_qwen2_week2(dir);
   const TokenIds stop_ids = default_stop_ids(model.config(), &tokenizer);
 

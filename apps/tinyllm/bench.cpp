@@ -7,7 +7,8 @@
 // mean and the sample standard deviation of the per-run tokens/s, as llama-bench does.
 // Without --precision the model is chapter 2.1's (f32, all logits); with --precision f32,bf16,q8,q4
 // each precision loads the engine (apps/engine) in turn, whose ppN computes the last position's
-// logits only, as llama-bench's prompt test does.
+// logits only, as llama-bench's prompt test does. An MLX checkpoint (config.json "quantization")
+// always runs on the engine with its stored weights, reported as e.g. "q4 g64 (mlx)".
 #include <omp.h>
 
 #include <chrono>
@@ -26,6 +27,7 @@
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
 #include "commands.hpp"
+#include "mlx_checkpoint.hpp"
 #include "qwen2_engine.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
@@ -109,10 +111,14 @@ struct BenchModel {
   }
 };
 
-BenchModel load_bench_model(const fs::path& dir, std::optional<engine::WeightSpec> spec) {
+BenchModel load_bench_model(const fs::path& dir, const Qwen2Config& config,
+                            std::optional<engine::WeightSpec> spec) {
   BenchModel m;
   const auto start = Clock::now();
-  if (!spec) {
+  if (config.quantization) {  // an MLX checkpoint: the engine with its stored weights
+    m.fast.emplace(engine::load_qwen2_engine(dir, {}));
+    m.weights = engine::mlx_quantization_name(*config.quantization);
+  } else if (!spec) {
     m.week2.emplace(load_qwen2_week2(dir));
     m.weights = "f32";
   } else {
@@ -160,10 +166,22 @@ double run_once(const BenchModel& model, int64_t vocab, int64_t n_prompt, int64_
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-int64_t count_parameters(const fs::path& dir) {
+// Every tensor's elements; of an MLX checkpoint, the weights its codes stand for (32/bits per U32
+// word), without the scales and biases.
+int64_t count_parameters(const fs::path& dir, const Qwen2Config& config) {
   const Checkpoint checkpoint = Checkpoint::open(dir);
   int64_t n = 0;
-  for (const std::string& name : checkpoint.names()) n += shape_numel(checkpoint.info(name).shape);
+  for (const std::string& name : checkpoint.names()) {
+    const TensorInfo& info = checkpoint.info(name);
+    const std::string prefix = name.substr(0, name.rfind('.'));
+    const bool stats = name.ends_with(".scales") || name.ends_with(".biases");
+    if (config.quantization && stats && checkpoint.contains(prefix + ".weight")) continue;
+    int64_t per = 1;
+    if (config.quantization && info.dtype == DType::U32) {
+      per = 32 / config.quantization->of(prefix).value_or(QuantizationSpec{}).bits;
+    }
+    n += shape_numel(info.shape) * per;
+  }
   return n;
 }
 
@@ -180,7 +198,10 @@ int run_bench(const CommandLine& cl) {
   const std::vector<std::optional<engine::WeightSpec>> precisions = parse_precisions(cl);
   const fs::path dir = resolve_model_dir(cl);
   const Qwen2Config config = load_qwen2_config(dir / "config.json");
-  const int64_t params = count_parameters(dir);
+  if (config.quantization && cl.has("precision")) {
+    throw mlx_contradiction(dir, *config.quantization, "--precision " + cl.flags.at("precision"));
+  }
+  const int64_t params = count_parameters(dir, config);
   for (int64_t n : prompts) {
     if (n > config.max_position_embeddings) {
       throw ContextLengthError("-p " + std::to_string(n) + " exceeds the model's context of " +
@@ -192,7 +213,7 @@ int run_bench(const CommandLine& cl) {
   std::printf("| model | params | weights | threads | test | t/s |\n");
   std::printf("| --- | ---: | --- | ---: | ---: | ---: |\n");
   for (const std::optional<engine::WeightSpec>& precision : precisions) {
-    const BenchModel model = load_bench_model(dir, precision);
+    const BenchModel model = load_bench_model(dir, config, precision);
     const double bytes = model.fast ? static_cast<double>(model.fast->weight_bytes())
                                     : static_cast<double>(params) * 4;
     std::fprintf(stderr,

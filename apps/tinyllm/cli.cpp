@@ -35,7 +35,10 @@ const char* const kEngineHelp =
     "format;\n"
     "                      q4's output head stays q8)\n"
     "  --group-size G      the quantization group size: 32, 64 or 128 (default 32 for q8, 64 for "
-    "q4)\n";
+    "q4)\n"
+    "                      (an MLX quantized checkpoint, config.json \"quantization\", runs on the "
+    "engine\n"
+    "                      with its stored weights, without these flags)\n";
 
 std::string trim(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t");

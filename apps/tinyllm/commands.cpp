@@ -20,6 +20,7 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
+#include "mlx_checkpoint.hpp"
 #include "qwen2_engine.hpp"
 
 #include "tinyllm/chat_template.hpp"
@@ -124,8 +125,20 @@ std::optional<engine::EngineOptions> engine_options(const CommandLine& cl) {
   return options;
 }
 
+// The engine's options for an MLX checkpoint: its stored weights, so no --dtype/--quantize; the
+// engine always keeps a KV cache.
+engine::EngineOptions mlx_engine_options(const CommandLine& cl, const fs::path& dir,
+                                         const QuantizationConfig& q) {
+  for (const std::string flag : {"dtype", "quantize"}) {
+    if (cl.has(flag)) throw mlx_contradiction(dir, q, "--" + flag + " " + cl.flags.at(flag));
+  }
+  if (cl.has("no-kv-cache")) throw mlx_contradiction(dir, q, "--no-kv-cache");
+  return {};
+}
+
 // Everything one generation needs, shared by `chat` and `generate`. One of three models is
-// loaded: Week 1's (full recompute), chapter 2.1's (KV cache) or the engine (--dtype/--quantize).
+// loaded: Week 1's (full recompute), chapter 2.1's (KV cache) or the engine (--dtype/--quantize,
+// and always for an MLX checkpoint, which the f32 models of the chapters cannot hold).
 struct Engine {
   fs::path dir;
   Tokenizer tokenizer;
@@ -137,8 +150,10 @@ struct Engine {
 
   Engine(fs::path model_dir, SamplingFlags flags, const CommandLine& cl)
       : dir(std::move(model_dir)), tokenizer(load_tokenizer(dir)), sampling(flags) {
-    const std::optional<engine::EngineOptions> fast = engine_options(cl);
-    load_config(dir);  // a readable error for a missing or broken config.json first
+    std::optional<engine::EngineOptions> fast = engine_options(cl);
+    const Qwen2Config on_disk =
+        load_config(dir);  // a readable error for a broken config.json first
+    if (on_disk.quantization) fast = mlx_engine_options(cl, dir, *on_disk.quantization);
     if (fast) {
       fast_model.emplace(engine::load_qwen2_engine(dir, *fast));
     } else if (use_kv_cache(cl)) {
@@ -227,6 +242,14 @@ bool stdin_is_terminal() {
 }
 
 }  // namespace
+
+UsageError mlx_contradiction(const fs::path& dir, const QuantizationConfig& q,
+                             const std::string& what) {
+  return UsageError(what + " contradicts the model: " + quoted(dir) +
+                    " is an MLX checkpoint already quantized (" + engine::mlx_quantization_name(q) +
+                    ", config.json \"quantization\"), which runs on the engine with its stored "
+                    "weights");
+}
 
 fs::path resolve_model_dir(const CommandLine& cl) {
   fs::path dir;
@@ -319,8 +342,15 @@ int run_logits(const CommandLine& cl) {
     throw UsageError("--out: '" + out.string() + "' must end in .safetensors or .json");
   }
   const fs::path dir = resolve_model_dir(cl);
-  const Qwen2ModelWeek1 model = load_model(dir);
-  const Qwen2Config& config = model.config();
+  // Week 1's model, or the engine for an MLX checkpoint (all positions' logits either way).
+  std::optional<Qwen2ModelWeek1> model;
+  std::optional<engine::Qwen2Engine> fast;
+  const Qwen2Config config = load_config(dir);
+  if (config.quantization) {
+    fast.emplace(engine::load_qwen2_engine(dir, mlx_engine_options(cl, dir, *config.quantization)));
+  } else {
+    model.emplace(load_model(dir));
+  }
   for (TokenId id : ids) {
     if (id >= config.vocab_size) {
       throw InvalidArgument("--ids: token id " + std::to_string(id) +
@@ -334,7 +364,9 @@ int run_logits(const CommandLine& cl) {
         "--ids has " + std::to_string(L) + " tokens, but the model's context is " +
         std::to_string(config.max_position_embeddings) + " tokens (max_position_embeddings)");
   }
-  const Tensor logits = model.forward({ids});  // 1 x L x V
+  std::vector<KvCache> caches = fast ? fast->create_kv_caches() : std::vector<KvCache>{};
+  const Tensor logits =
+      fast ? fast->forward({ids}, 0, caches) : model->forward({ids});  // 1 x L x V
   const int64_t V = logits.dim(-1);
   if (ext == ".safetensors") {
     std::vector<int64_t> ids64(ids.begin(), ids.end());

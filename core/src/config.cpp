@@ -182,6 +182,64 @@ float rope_theta_from_parameters(const json& root, const std::string& source) {
   return theta->get<float>();
 }
 
+// One {"group_size": G, "bits": b} object of a "quantization" entry, checked against what chapter
+// 2.2's format holds.
+QuantizationSpec parse_quantization_spec(const json& v, const std::string& where) {
+  const Fields f(v, where);
+  QuantizationSpec spec;
+  spec.group_size = static_cast<int>(f.integer("group_size"));
+  spec.bits = static_cast<int>(f.integer("bits"));
+  if (spec.bits != 4 && spec.bits != 8) {
+    throw ConfigError(where + ": " + std::to_string(spec.bits) +
+                      "-bit quantization is not supported (only 4 and 8 bits are: chapter 2.2's "
+                      "MLX affine format)");
+  }
+  if (spec.group_size != 32 && spec.group_size != 64 && spec.group_size != 128) {
+    throw ConfigError(where + ": group_size " + std::to_string(spec.group_size) +
+                      " is not supported (only 32, 64 and 128 are)");
+  }
+  return spec;
+}
+
+// "quantization" (mlx-lm), else "quantization_config" when it is mlx-lm's (no "quant_method":
+// transformers' GPTQ/AWQ/bitsandbytes configs have one, and their weights are another format).
+std::optional<QuantizationConfig> parse_quantization(const json& root, const std::string& source) {
+  const char* key = root.contains("quantization") && !root["quantization"].is_null()
+                        ? "quantization"
+                        : "quantization_config";
+  const auto it = root.find(key);
+  if (it == root.end() || it->is_null()) return std::nullopt;
+  const std::string where = source + ": \"" + key + "\"";
+  if (!it->is_object()) {
+    throw ConfigError(where + " must be an object {\"group_size\": 64, \"bits\": 4}, got " +
+                      it->dump());
+  }
+  if (it->contains("quant_method")) {
+    throw ConfigError(where + " has quant_method " + (*it)["quant_method"].dump() +
+                      ", which is not supported (only MLX checkpoints are: \"quantization\": " +
+                      "{\"group_size\": 64, \"bits\": 4})");
+  }
+  const std::string mode = Fields(*it, where).string("mode", "affine");
+  if (mode != "affine") {
+    throw ConfigError(where + ": mode \"" + mode + "\" is not supported (only \"affine\" is)");
+  }
+  QuantizationConfig q;
+  q.defaults = parse_quantization_spec(*it, where);
+  for (const auto& [name, value] : it->items()) {
+    if (name == "group_size" || name == "bits" || name == "mode") continue;
+    const std::string layer = where + "[\"" + name + "\"]";
+    if (value.is_object()) {
+      q.layers[name] = parse_quantization_spec(value, layer);
+    } else if (value.is_boolean()) {
+      q.layers[name] = value.get<bool>() ? std::optional(q.defaults) : std::nullopt;
+    } else {
+      throw ConfigError(layer + " must be a layer override ({\"group_size\": G, \"bits\": b} or " +
+                        "false), got " + value.dump());
+    }
+  }
+  return q;
+}
+
 void append_unique(std::vector<int64_t>& ids, const std::vector<int64_t>& more) {
   for (int64_t id : more) {
     if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
@@ -223,6 +281,7 @@ Qwen2Config parse_common_fields(const json& root, const std::string& source_name
   // Recent transformers versions write "dtype", older ones "torch_dtype".
   c.torch_dtype = f.string("torch_dtype", f.string("dtype", ""));
   c.eos_token_ids = f.integers("eos_token_id");
+  c.quantization = parse_quantization(root, source_name);
 
   if (c.hidden_size % c.num_attention_heads != 0) {
     throw ConfigError(source_name + ": hidden_size " + std::to_string(c.hidden_size) +
@@ -271,6 +330,11 @@ Config load_config_file(const std::filesystem::path& config_json, Parse parse) {
 }
 
 }  // namespace
+
+std::optional<QuantizationSpec> QuantizationConfig::of(const std::string& path) const {
+  const auto it = layers.find(path);
+  return it == layers.end() ? std::optional(defaults) : it->second;
+}
 
 Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name) {
   return parse_common_fields(parse_config_object(json_text, source_name, kQwen2), source_name);

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "bf16_gemm.hpp"
+#include "engine_fixtures.hpp"
 #include "int8_matvec.hpp"
 #include "qwen2_engine.hpp"
 #include "tinyllm/dtype.hpp"
@@ -55,47 +56,11 @@ EngineOptions chapter_kernels(WeightFormat format, int group_size = 0) {
   return o;
 }
 
-std::vector<TokenIds> id_rows(const Fixture& f, const std::string& name) {
-  const int64_t L = f.file().info(name).shape.back();
-  const std::vector<int64_t> flat = f.ints(name);
-  std::vector<TokenIds> rows;
-  for (size_t i = 0; i < flat.size(); i += static_cast<size_t>(L)) {
-    rows.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(i),
-                      flat.begin() + static_cast<std::ptrdiff_t>(i) + L);
-  }
-  return rows;
-}
-
-// Positions [begin, end) of every row: of ids (B x L) and of a B x L x V tensor.
-std::vector<TokenIds> columns(const std::vector<TokenIds>& rows, int64_t begin, int64_t end) {
-  std::vector<TokenIds> out;
-  for (const TokenIds& r : rows) out.emplace_back(r.begin() + begin, r.begin() + end);
-  return out;
-}
-Tensor positions(const Tensor& t, int64_t begin, int64_t end) {
-  const int64_t B = t.dim(0), L = t.dim(1), V = t.dim(2), n = end - begin;
-  Tensor out({B, n, V});
-  for (int64_t b = 0; b < B; ++b) {
-    std::copy_n(t.data() + (b * L + begin) * V, n * V, out.data() + b * n * V);
-  }
-  return out;
-}
-
-// Prefills positions [0, split) of the fixture's 2 x 7 batch in one call, then decodes the rest
-// one position at a time, comparing every call with HF's logits at those positions.
+// Prefills positions [0, split) of the ch1.5 fixture's 2 x 7 batch, then decodes the rest.
 void expect_prefill_then_decode_match_hf(const Qwen2Engine& engine, const std::string& name,
                                          int64_t split, double atol) {
-  const Fixture f("ch1.5/" + name + ".safetensors");
-  const std::vector<TokenIds> ids = id_rows(f, "ids_b2l7");
-  const Tensor expected = f.tensor("logits_b2l7");
-  std::vector<KvCache> caches = engine.create_kv_caches(2);
-  EXPECT_TENSOR_NEAR(engine.forward(columns(ids, 0, split), 0, caches),
-                     positions(expected, 0, split), atol, kLogitRtol);
-  for (int64_t l = split; l < 7; ++l) {
-    SCOPED_TRACE(l);
-    EXPECT_TENSOR_NEAR(engine.forward(columns(ids, l, l + 1), l, caches),
-                       positions(expected, l, l + 1), atol, kLogitRtol);
-  }
+  expect_prefill_then_decode_match(engine, Fixture("ch1.5/" + name + ".safetensors"), split, atol,
+                                   kLogitRtol);
 }
 
 TEST(Engine, F32LogitsMatchHfPrefillAndDecode) {
@@ -117,23 +82,7 @@ TEST(Engine, Bf16WeightsOfABf16CheckpointMatchHfAtTheF32Tolerance) {
 
 // The trained model on a whole prompt: prefill half, decode the rest, against HF's logits.
 void expect_tiny_qwen2_matches_hf(const Qwen2Engine& engine, double atol) {
-  for (const char* prompt : {"raw_story", "chat_add"}) {
-    SCOPED_TRACE(prompt);
-    const Fixture f(std::string("models/tiny-qwen2.") + prompt + ".safetensors");
-    ASSERT_EQ(f.meta("logits_start"), "0");
-    const std::vector<int64_t> flat = f.ints("input_ids");
-    const std::vector<TokenIds> ids = {TokenIds(flat.begin(), flat.end())};
-    const auto T = static_cast<int64_t>(flat.size()), half = T / 2;
-    const Tensor expected = f.tensor("logits").reshape({1, T, -1});
-    std::vector<KvCache> caches = engine.create_kv_caches();
-    EXPECT_TENSOR_NEAR(engine.forward(columns(ids, 0, half), 0, caches),
-                       positions(expected, 0, half), atol, kLogitRtol);
-    for (int64_t l = half; l < T; ++l) {
-      SCOPED_TRACE(l);
-      EXPECT_TENSOR_NEAR(engine.forward(columns(ids, l, l + 1), l, caches),
-                         positions(expected, l, l + 1), atol, kLogitRtol);
-    }
-  }
+  testing::expect_tiny_qwen2_prompts_match(engine, atol, kLogitRtol);
 }
 
 TEST(Engine, TinyQwen2F32AndBf16MatchHfLogits) {

@@ -18,6 +18,7 @@
 
 #include <gmock/gmock.h>
 
+#include "model_fixtures.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tokenizer.hpp"
 #include "tinyllm_test.hpp"
@@ -26,7 +27,10 @@ namespace tinyllm {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::columns;
 using testing::Fixture;
+using testing::id_rows;
+using testing::positions;
 
 constexpr const char* kCheckpoints[] = {"qwen2-bf16-tied", "qwen2-f32-untied-sharded"};
 // The tolerance of chapter 1.5's model tests: f32 on the same weights as HF, differing only in
@@ -38,35 +42,6 @@ fs::path fixture_model(const std::string& name) {
 }
 fs::path tiny_qwen2() {
   return testing::data_dir() / "models" / "tiny-qwen2";
-}
-
-// Positions [begin, end) of every row of a B x L x V tensor: B x (end - begin) x V.
-Tensor positions(const Tensor& t, int64_t begin, int64_t end) {
-  const int64_t B = t.dim(0), L = t.dim(1), V = t.dim(2), n = end - begin;
-  Tensor out({B, n, V});
-  for (int64_t b = 0; b < B; ++b) {
-    std::copy_n(t.data() + (b * L + begin) * V, n * V, out.data() + b * n * V);
-  }
-  return out;
-}
-
-// Columns [begin, end) of B rows of ids.
-std::vector<TokenIds> columns(const std::vector<TokenIds>& rows, int64_t begin, int64_t end) {
-  std::vector<TokenIds> out;
-  for (const TokenIds& r : rows) out.emplace_back(r.begin() + begin, r.begin() + end);
-  return out;
-}
-
-// An int64 B x L fixture tensor as B rows of ids.
-std::vector<TokenIds> id_rows(const Fixture& f, const std::string& name) {
-  const int64_t L = f.file().info(name).shape.back();
-  const std::vector<int64_t> flat = f.ints(name);
-  std::vector<TokenIds> rows;
-  for (size_t i = 0; i < flat.size(); i += static_cast<size_t>(L)) {
-    rows.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(i),
-                      flat.begin() + static_cast<std::ptrdiff_t>(i) + L);
-  }
-  return rows;
 }
 
 // A slice [begin, end) of the sequence axis of a B x H x S x D fixture tensor.
@@ -257,24 +232,7 @@ TEST(ModelWeek2, Task2_PrefillInTwoChunksMatchesHfLogits) {
 TEST(ModelWeek2, Task2_TinyQwen2DecodeMatchesHfLogits) {
   // The trained model (8 layers, E = 256, V = 4096): prefill half the prompt, decode the rest one
   // token at a time, and compare every position with HF's logits.
-  const Qwen2ModelWeek2 model = load_qwen2_week2(tiny_qwen2());
-  for (const char* prompt : {"raw_story", "chat_add"}) {
-    SCOPED_TRACE(prompt);
-    const Fixture f(std::string("models/tiny-qwen2.") + prompt + ".safetensors");
-    ASSERT_EQ(f.meta("logits_start"), "0");
-    const std::vector<int64_t> flat = f.ints("input_ids");
-    const std::vector<TokenIds> ids = {TokenIds(flat.begin(), flat.end())};
-    const auto T = static_cast<int64_t>(flat.size()), half = T / 2;
-    const Tensor expected = f.tensor("logits").reshape({1, T, -1});
-    std::vector<KvCache> caches = model.create_kv_caches();
-    EXPECT_TENSOR_NEAR(model.forward(columns(ids, 0, half), 0, caches),
-                       positions(expected, 0, half), kLogitAtol, kLogitRtol);
-    for (int64_t l = half; l < T; ++l) {
-      SCOPED_TRACE(l);
-      EXPECT_TENSOR_NEAR(model.forward(columns(ids, l, l + 1), l, caches),
-                         positions(expected, l, l + 1), kLogitAtol, kLogitRtol);
-    }
-  }
+  testing::expect_tiny_qwen2_prompts_match(load_qwen2_week2(tiny_qwen2()), kLogitAtol, kLogitRtol);
 }
 
 TEST(ModelWeek2, Task2_RewindThenRedecodeGivesTheSameLogits) {

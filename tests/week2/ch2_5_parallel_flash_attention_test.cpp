@@ -1,7 +1,8 @@
 // Chapter 2.5 tests: flash attention, parallel. Task 1 OpenMP over (problem, query tile), Task 2
 // the vectorized tile loop, Task 3 split-KV decode. Expected values: ch2.4's fixtures
 // (tools/fixtures/gen_week2_flash.py, PyTorch float64 attention), ch2.4's scalar flash_attention on
-// random shapes, and hand-computed merges. Every check runs with 1 and 2 OpenMP threads. Run: ctest
+// random shapes, and hand-computed merges. Every check runs with 1 and 2 OpenMP threads, and the
+// Task 2 checks on every instruction set the CPU has (force_flash_isa). Run: ctest
 // --preset week2 -L '^ch2\.5$'
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -48,6 +49,21 @@ Tensor with_threads(int n, const std::function<Tensor()>& f) {
   }
   omp_set_num_threads(before);
   return out;
+}
+
+// Runs f once on every instruction set this CPU has for attend_kv_range (AVX-512, AVX2, plain
+// x86-64), then goes back to the automatic choice.
+void for_each_isa(const std::function<void()>& f) {
+  using tinyllm::FlashIsa;
+  struct Restore {
+    ~Restore() { tinyllm::force_flash_isa(FlashIsa::Auto); }
+  } restore;
+  for (FlashIsa isa : {FlashIsa::Avx512, FlashIsa::Avx2, FlashIsa::Portable}) {
+    if (!tinyllm::flash_isa_supported(isa)) continue;
+    tinyllm::force_flash_isa(isa);
+    SCOPED_TRACE(std::string("attend_kv_range on ") + tinyllm::flash_kernel_isa());
+    f();
+  }
 }
 
 FlashOptions options(FlashKernel kernel, int kv_splits, int br = 32, int bc = 32) {
@@ -171,26 +187,28 @@ TEST(ParallelFlashAttention, Task1_RejectsBadArguments) {
 // ---- Task 2 -----------------------------------------------------------------------------------
 
 TEST(ParallelFlashAttention, Task2_VectorizedMatchesTorch) {
-  // Includes fully -inf rows and tiles (zeros, no NaN) and ragged tiles of 1, 7, 32 and 64.
-  check_fixture_cases(FlashKernel::Vectorized, 1);
+  // Includes fully -inf rows and tiles (zeros, no NaN) and ragged tiles of 1, 7, 32 and 64; on
+  // every instruction set the CPU has.
+  for_each_isa([] { check_fixture_cases(FlashKernel::Vectorized, 1); });
 }
 
 TEST(ParallelFlashAttention, Task2_VectorizedEqualsScalarOnRandomShapes) {
-  for (const RandomCase& c : random_cases()) {
-    for (const AttentionMask& mask :
-         {AttentionMask::none(), AttentionMask::causal(), AttentionMask::from(c.mask)}) {
-      SCOPED_TRACE(c.name + ", mask kind " + std::to_string(static_cast<int>(mask.kind)) + " on " +
-                   tinyllm::flash_kernel_isa());
-      const Tensor expected = tinyllm::flash_attention(c.q, c.k, c.v, 0.7f, mask);
-      auto run = [&] {
-        return tinyllm::flash_attention_parallel(c.q, c.k, c.v, 0.7f, mask,
-                                                 options(FlashKernel::Vectorized, 1));
-      };
-      const Tensor one = with_threads(1, run), two = with_threads(2, run);
-      EXPECT_TENSOR_NEAR(one, expected, kAtol, kRtol);
-      EXPECT_EQ(one.values(), two.values()) << "1 and 2 threads differ";
+  for_each_isa([] {
+    for (const RandomCase& c : random_cases()) {
+      for (const AttentionMask& mask :
+           {AttentionMask::none(), AttentionMask::causal(), AttentionMask::from(c.mask)}) {
+        SCOPED_TRACE(c.name + ", mask kind " + std::to_string(static_cast<int>(mask.kind)));
+        const Tensor expected = tinyllm::flash_attention(c.q, c.k, c.v, 0.7f, mask);
+        auto run = [&] {
+          return tinyllm::flash_attention_parallel(c.q, c.k, c.v, 0.7f, mask,
+                                                   options(FlashKernel::Vectorized, 1));
+        };
+        const Tensor one = with_threads(1, run), two = with_threads(2, run);
+        EXPECT_TENSOR_NEAR(one, expected, kAtol, kRtol);
+        EXPECT_EQ(one.values(), two.values()) << "1 and 2 threads differ";
+      }
     }
-  }
+  });
 }
 
 TEST(ParallelFlashAttention, Task2_AttendKvRangeSkipsCausalTiles) {

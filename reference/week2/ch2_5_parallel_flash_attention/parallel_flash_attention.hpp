@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -130,22 +131,70 @@ using AttendFn = void (*)(TINYLLM_ATTEND_ARGS);
 #undef TINYLLM_ATTEND_CALL
 }  // namespace detail
 
-/// The instruction set attend_kv_range runs with on this CPU: "avx512", "avx2" or "portable".
-inline const char* flash_kernel_isa() {
-  static const char* isa = __builtin_cpu_supports("avx512f") ? "avx512"
-                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                               ? "avx2"
-                               : "portable";
-  return isa;
+/// The instruction sets attend_kv_range_body is compiled for. Auto: the best one this CPU has.
+enum class FlashIsa { Auto, Portable, Avx2, Avx512 };
+
+/// Whether this CPU can run `isa` (Auto and Portable: always).
+inline bool flash_isa_supported(FlashIsa isa) {
+  switch (isa) {
+    case FlashIsa::Avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("fma");
+    case FlashIsa::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default:
+      return true;
+  }
 }
 
-/// attend_kv_range_body compiled for the best instruction set of this CPU (see flash_kernel_isa).
+namespace detail {
+inline std::atomic<FlashIsa>& forced_flash_isa() {
+  static std::atomic<FlashIsa> isa{FlashIsa::Auto};
+  return isa;
+}
+}  // namespace detail
+
+/// Provided. Makes attend_kv_range run one instruction set from now on (the tests run every path
+/// this CPU has, so the AVX2 and plain builds of your Task 2 body are checked too); Auto goes back
+/// to the best one. InvalidArgument for an instruction set this CPU lacks.
+inline void force_flash_isa(FlashIsa isa) {
+  if (!flash_isa_supported(isa)) {
+    throw InvalidArgument("force_flash_isa: this CPU cannot run the requested instruction set");
+  }
+  detail::forced_flash_isa().store(isa);
+}
+
+/// The instruction set attend_kv_range runs with now: the forced one, else the best of this CPU.
+inline FlashIsa active_flash_isa() {
+  const FlashIsa forced = detail::forced_flash_isa().load();
+  if (forced != FlashIsa::Auto) return forced;
+  static const FlashIsa best = flash_isa_supported(FlashIsa::Avx512) ? FlashIsa::Avx512
+                               : flash_isa_supported(FlashIsa::Avx2) ? FlashIsa::Avx2
+                                                                     : FlashIsa::Portable;
+  return best;
+}
+
+/// The name of active_flash_isa(): "avx512", "avx2" or "portable".
+inline const char* flash_kernel_isa() {
+  switch (active_flash_isa()) {
+    case FlashIsa::Avx512:
+      return "avx512";
+    case FlashIsa::Avx2:
+      return "avx2";
+    default:
+      return "portable";
+  }
+}
+
+/// attend_kv_range_body compiled for active_flash_isa().
 inline void attend_kv_range(const float* q, int64_t q_stride, const float* k, const float* v,
                             int64_t dim, int64_t col_begin, int64_t col_end, float scale,
                             const HeadMask& mask, int64_t row0, int block_cols, FlashState& state) {
-  static const detail::AttendFn fn = flash_kernel_isa()[4] == '5'   ? detail::attend_avx512
-                                     : flash_kernel_isa()[0] == 'a' ? detail::attend_avx2
-                                                                    : detail::attend_portable;
+  const FlashIsa isa = active_flash_isa();
+  const detail::AttendFn fn = isa == FlashIsa::Avx512 ? detail::attend_avx512
+                              : isa == FlashIsa::Avx2 ? detail::attend_avx2
+                                                      : detail::attend_portable;
   fn(q, q_stride, k, v, dim, col_begin, col_end, scale, mask, row0, block_cols, state);
 }
 

@@ -1,0 +1,101 @@
+// Microbenchmarks of the engine's own kernels (apps/engine), through WeightMatrix::matmul as the
+// engine calls it: y = x W^T for Qwen2-0.5B's weight shapes, decode (M = 1: int8_matvec for q8/q4,
+// chapter 2.3's bf16_matmul for bf16; GB/s of weight bytes read) and prefill (M = 512: bf16_gemm
+// for bf16/q8/q4, Eigen for f32; GFLOP/s), with 1 and 2 threads. Compare with
+// quantized_matmul_bench (chapter 2.3's kernels with f32 activations). Release build:
+//   build/release/bench/engine_bench --benchmark_filter='M:1/'
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "tinyllm/tensor.hpp"
+#include "weight_matrix.hpp"
+
+namespace {
+
+using tinyllm::Tensor;
+using tinyllm::engine::KernelChoice;
+using tinyllm::engine::WeightFormat;
+using tinyllm::engine::WeightMatrix;
+using tinyllm::engine::WeightSpec;
+
+constexpr int64_t kShapes[4][2] = {{896, 896}, {4864, 896}, {896, 4864}, {151936, 896}};
+const WeightSpec kSpecs[] = {{WeightFormat::F32, 0},
+                             {WeightFormat::Bf16, 0},
+                             {WeightFormat::Q8, 32},
+                             {WeightFormat::Q4, 64}};
+const char* kSpecNames[] = {"f32", "bf16", "q8g32", "q4g64"};
+// Decode cycles through copies of a weight totalling >= 512 MB, so that each call reads memory.
+constexpr double kRotateBytes = 512e6;
+
+Tensor normal_tensor(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  Tensor t({rows, cols});
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = normal(rng);
+  return t;
+}
+
+const std::vector<WeightMatrix>& weights(int shape, int spec, bool rotate) {
+  static std::map<std::tuple<int, int, bool>, std::vector<WeightMatrix>> cache;
+  auto& copies = cache[{shape, spec, rotate}];
+  if (copies.empty()) {
+    const Tensor w = normal_tensor(kShapes[shape][0], kShapes[shape][1], 7u);
+    copies.emplace_back(w, kSpecs[spec]);
+    const auto n = static_cast<size_t>(kRotateBytes / static_cast<double>(copies[0].bytes()));
+    while (rotate && copies.size() < n) copies.push_back(copies[0]);
+  }
+  return copies;
+}
+
+// Args: shape index, spec index, M, threads.
+void BM_EngineMatmul(benchmark::State& state) {
+  const int shape = static_cast<int>(state.range(0)), spec = static_cast<int>(state.range(1));
+  const int64_t M = state.range(2), K = kShapes[shape][0], N = kShapes[shape][1];
+  const KernelChoice how{static_cast<int>(state.range(3)), true, true};
+  const std::vector<WeightMatrix>& w = weights(shape, spec, M == 1);
+  const Tensor x = normal_tensor(M, N, 99u);
+  state.SetLabel(std::string(kSpecNames[spec]) + " " + std::to_string(K) + "x" + std::to_string(N) +
+                 " M=" + std::to_string(M) + " t=" + std::to_string(how.threads));
+  size_t copy = 0;
+  for (auto _ : state) {
+    Tensor y = w[copy].matmul(x, how);
+    copy = (copy + 1) % w.size();
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  if (M == 1) {
+    state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w[0].bytes()) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+  } else {
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(2.0 * M * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  }
+}
+
+void EngineArgs(benchmark::internal::Benchmark* b) {
+  for (int64_t M : {1, 512}) {
+    for (int shape = 0; shape < 4; ++shape) {
+      for (int spec = 0; spec < 4; ++spec) {
+        for (int threads : {1, 2}) {
+          if (M > 1 && shape == 3) continue;  // prefill computes the head for one position only
+          b->Args({shape, spec, M, threads});
+        }
+      }
+    }
+  }
+}
+BENCHMARK(BM_EngineMatmul)
+    ->Apply(EngineArgs)
+    ->ArgNames({"shape", "spec", "M", "threads"})
+    ->MinTime(0.3)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
