@@ -5,16 +5,20 @@ Every region of a reference header between
     // SOLUTION BEGIN ch1.1 Task 2
     // SOLUTION END
 is replaced by one line `TINYLLM_TODO("ch1.1", "Task 2");` at the marker's indentation. Everything else is
-copied as it is, so the committed stubs and the reference differ only inside the solution bodies.
+copied as it is, so the committed stubs and the reference differ only inside the solution bodies. The result
+goes through clang-format (with the repository's .clang-format), because a body cut down to one TODO line may
+now fit on its signature's line; so the stubs pass the same format check as every other file.
 
     python3 tools/stubgen.py            # write week*/ from reference/week*/
     python3 tools/stubgen.py --check    # exit 1 (and show a diff) if the committed stubs have drifted
-Standard library only.
+Standard library only, plus the clang-format program (Debian's clang-format; CI checks formatting with it).
 """
 import argparse
 import difflib
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -56,6 +60,17 @@ def make_stub(text: str, where: str) -> str:
     return "".join(out)
 
 
+def clang_format(text: str, path: pathlib.Path) -> str:
+    program = shutil.which("clang-format")
+    if program is None:
+        raise StubError("clang-format is not installed (apt-get install clang-format); the stubs are formatted with it")
+    result = subprocess.run([program, f"--assume-filename={path}"], input=text, capture_output=True, text=True,
+                            cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise StubError(f"clang-format failed on {path}: {result.stderr.strip()}")
+    return result.stdout
+
+
 def expected_stubs() -> dict:
     stubs = {}
     for source in sorted((ROOT / "reference").glob("week*/**/*")):
@@ -63,8 +78,9 @@ def expected_stubs() -> dict:
             continue
         relative = source.relative_to(ROOT / "reference")
         text = source.read_text(encoding="utf-8")
-        stubs[ROOT / relative] = make_stub(text, str(source.relative_to(ROOT))) if source.suffix in (
-            ".hpp", ".h", ".cpp") else text
+        if source.suffix in (".hpp", ".h", ".cpp"):
+            text = clang_format(make_stub(text, str(source.relative_to(ROOT))), ROOT / relative)
+        stubs[ROOT / relative] = text
     return stubs
 
 

@@ -65,15 +65,11 @@ class BatchingKvCache {
   /// slot takes it over. The cache must hold one batch row (B = 1) with this cache's H, D and
   /// max_seq_len: ShapeError otherwise. InvalidArgument if the slot is outside [0, max_slots) or
   /// already holds a request.
-  void add_request(KvCache cache, int64_t slot) {
-    TINYLLM_TODO("ch2.6", "Task 1");
-  }
+  void add_request(KvCache cache, int64_t slot) { TINYLLM_TODO("ch2.6", "Task 1"); }
 
   /// Task 1. Ends the request in `slot`: its cache is dropped and the slot is idle again.
   /// InvalidArgument if the slot is outside [0, max_slots) or idle.
-  void remove_request(int64_t slot) {
-    TINYLLM_TODO("ch2.6", "Task 1");
-  }
+  void remove_request(int64_t slot) { TINYLLM_TODO("ch2.6", "Task 1"); }
 
   /// Task 1. One step of the whole batch: keys, values: B x H x L x D with B = max_slots (the rows
   /// of idle slots are ignored). Every active slot b appends its L rows to its own cache, which

@@ -148,9 +148,7 @@ class ContinuousBatcher {
   /// waiting request, prefill its whole prompt into fresh caches (model_.create_kv_caches() and
   /// chapter 2.1's decode_step, which returns the last position's logits [V]), then
   /// begin_decoding(request, logits) and, if it goes on, join(request, caches, slot).
-  virtual void admit() {
-    TINYLLM_TODO("ch2.6", "Task 3");
-  }
+  virtual void admit() { TINYLLM_TODO("ch2.6", "Task 3"); }
 
   /// Chapter 2.7 overrides these two to report and account for a request prefilling in chunks.
   virtual bool prefilling() const { return false; }
@@ -160,9 +158,7 @@ class ContinuousBatcher {
   /// its first token greedily (greedy_pick), records first_token_s = seconds(), and hands the id to
   /// accept_token. Returns accept_token's answer: true if the request goes on decoding (it then
   /// needs a slot), false if it finished with its first token.
-  bool begin_decoding(int64_t request, const Tensor& logits) {
-    TINYLLM_TODO("ch2.6", "Task 3");
-  }
+  bool begin_decoding(int64_t request, const Tensor& logits) { TINYLLM_TODO("ch2.6", "Task 3"); }
 
   /// Task 3. Puts a decoding request into idle `slot`: caches[i] goes to caches_[i]'s slot
   /// (add_request on every layer), and the slot's next token is the request's last generated id.
@@ -176,17 +172,13 @@ class ContinuousBatcher {
   /// tokens fill the context (as generate_tokens_with_kv_cache with max_new_tokens capped at
   /// context - P). A finished request gets finished = true. Records last_token_s = seconds().
   /// Returns true if the request goes on.
-  bool accept_token(int64_t request, TokenId id) {
-    TINYLLM_TODO("ch2.6", "Task 3");
-  }
+  bool accept_token(int64_t request, TokenId id) { TINYLLM_TODO("ch2.6", "Task 3"); }
 
   /// Task 3. One batched decode step: row b feeds slot b's next token at the slot's offset (idle
   /// slots: token 0 at offset 0) through batched_forward; for every active slot, id =
   /// greedy_pick(its row's logits [V]); accept_token(request, id); if the request finished,
   /// remove it from slot b of every layer's cache and mark the slot idle, else next_token = id.
-  void decode_active() {
-    TINYLLM_TODO("ch2.6", "Task 3");
-  }
+  void decode_active() { TINYLLM_TODO("ch2.6", "Task 3"); }
 
   /// Provided. The first idle slot, if any.
   std::optional<int64_t> free_slot() const {

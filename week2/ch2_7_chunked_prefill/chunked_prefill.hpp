@@ -89,9 +89,7 @@ class ChunkedPrefillBatcher : public ContinuousBatcher {
   ///   complete,
   ///     begin_decoding(request, logits): ready if it goes on, cleared if it finished at once.
   /// So one iteration may finish one prompt and start the next within the same budget.
-  void admit() override {
-    TINYLLM_TODO("ch2.7", "Task 2");
-  }
+  void admit() override { TINYLLM_TODO("ch2.7", "Task 2"); }
 
   bool prefilling() const override { return pending_.has_value(); }
 
