@@ -7,6 +7,7 @@
 #include <tinyllm/ch2_3_fast_qmatmul/fast_qmatmul.hpp>
 
 #include "bf16_gemm.hpp"
+#include "bf16_matvec.hpp"
 #include "int8_matvec.hpp"
 #include "tinyllm/errors.hpp"
 
@@ -155,13 +156,25 @@ Tensor WeightMatrix::matmul(const Tensor& a, const KernelChoice& how) const {
                      ", got " + shape_to_string(a.shape()));
   }
   const int threads = resolve_threads(how.threads);
-  if (const auto* f = std::get_if<Tensor>(&w_)) return f32_matmul(a, *f, threads);
+  if (const auto* f = std::get_if<Tensor>(&w_)) {
+    if (a.dim(0) == 1 && cols() % 32 == 0 && bf16_matvec_supported()) {
+      Tensor out({1, rows()});
+      f32_matvec(a.data(), *f, out.data(), threads);
+      return out;
+    }
+    return f32_matmul(a, *f, threads);
+  }
   if (how.bf16_prefill && a.dim(0) > 1 && a.dim(1) % 2 == 0 && bf16_gemm_supported()) {
     return bf16_gemm(
         a, rows(), [this](int64_t k0, int64_t count, float* out) { rows_f32(k0, count, out); },
         threads);
   }
   if (const auto* b = std::get_if<Bf16Weights>(&w_)) {
+    if (a.dim(0) == 1 && b->cols % 32 == 0 && bf16_matvec_supported()) {
+      Tensor out({1, b->rows});
+      bf16_matvec(a.data(), *b, out.data(), threads);
+      return out;
+    }
     return bf16_matmul(a, *b, KernelPath::Auto, threads);
   }
   const auto& q = std::get<QuantizedWeights>(w_);

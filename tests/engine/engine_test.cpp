@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "bf16_gemm.hpp"
+#include "bf16_matvec.hpp"
 #include "engine_fixtures.hpp"
 #include "int8_matvec.hpp"
 #include "qwen2_engine.hpp"
@@ -352,6 +353,44 @@ TEST(EngineKernels, Bf16GemmEqualsTheProductOfBf16RoundedOperands) {
     }
   }
   EXPECT_THROW(bf16_gemm(Tensor({2, 3}), 4, rows, 1), InvalidArgument);  // odd N
+}
+
+TEST(EngineKernels, Bf16AndF32MatvecEqualTheExactProduct) {
+  // bf16 weights times f32 x, exact up to the f32 sums: the double product of the widened weights
+  // is the oracle (and Eigen's product for f32 weights). K = 4 Q + 3 (rows left over after the
+  // blocks of four), 1 and 2 threads.
+  ASSERT_TRUE(bf16_matvec_supported()) << "the machine of this course has AVX-512";
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t K = 4 * 9 + 3, N = 96;
+  Tensor w({K, N}), x({1, N});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = normal(rng);
+  for (int64_t i = 0; i < N; ++i) x.data()[i] = normal(rng);
+  const Bf16Weights b = to_bf16(w);
+  Tensor expected({1, K});
+  for (int64_t k = 0; k < K; ++k) {
+    double sum = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      sum += static_cast<double>(bf16_to_f32(b.data[static_cast<size_t>(k * N + n)])) * x.data()[n];
+    }
+    expected.data()[k] = static_cast<float>(sum);
+  }
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    Tensor y({1, K});
+    bf16_matvec(x.data(), b, y.data(), threads);
+    EXPECT_TENSOR_NEAR(y, expected, 1e-5, 1e-5);
+    const Tensor via_matrix = WeightMatrix(w, {WeightFormat::Bf16, 0}).matmul(x, {threads});
+    EXPECT_TENSOR_NEAR(via_matrix, expected, 1e-5, 1e-5);
+    // f32 weights: the same kernel on the unrounded values, against Eigen's product.
+    Tensor f32_expected({1, K});
+    f32_expected.rows() = x.rows() * w.rows().transpose();
+    f32_matvec(x.data(), w, y.data(), threads);
+    EXPECT_TENSOR_NEAR(y, f32_expected, 1e-5, 1e-5);
+  }
+  const Bf16Weights ragged = to_bf16(Tensor({4, 40}));
+  Tensor y({1, 4});
+  EXPECT_THROW(bf16_matvec(x.data(), ragged, y.data(), 1), InvalidArgument);
 }
 
 TEST(EngineKernels, Bf16PrefillWithinTheActivationRounding) {
