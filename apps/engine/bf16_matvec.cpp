@@ -9,13 +9,17 @@
 
 namespace tinyllm::engine {
 
-bool bf16_matvec_supported() {
+bool dense_matvec_supported() {
+  // Asked once: the engine checks it before every decode product.
+  static const bool supported = [] {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 #else
-  return false;
+    return false;
 #endif
+  }();
+  return supported;
 }
 
 namespace {
@@ -74,7 +78,7 @@ void dense_matvec(const char* name, const float* x, const T* data, int64_t rows,
     throw InvalidArgument(std::string(name) + ": N = " + std::to_string(n) +
                           " is not a multiple of 32");
   }
-  if (!bf16_matvec_supported()) {
+  if (!dense_matvec_supported()) {
     throw InvalidArgument(std::string(name) + ": this CPU has no AVX-512");
   }
 #if defined(__x86_64__)

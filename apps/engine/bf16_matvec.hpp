@@ -16,10 +16,10 @@
 namespace tinyllm::engine {
 
 /// Whether this CPU runs the kernel (AVX-512 F/BW).
-bool bf16_matvec_supported();
+bool dense_matvec_supported();
 
 /// y = W x (K values) for x of N values, with `threads` OpenMP threads. Requires
-/// bf16_matvec_supported() and w.cols % 32 == 0 (InvalidArgument otherwise).
+/// dense_matvec_supported() and w.cols % 32 == 0 (InvalidArgument otherwise).
 void bf16_matvec(const float* x, const Bf16Weights& w, float* y, int threads);
 /// The same for f32 weights (K x N; ShapeError unless 2-D): exact, like Eigen's product.
 void f32_matvec(const float* x, const Tensor& w, float* y, int threads);

@@ -12,13 +12,17 @@
 namespace tinyllm::engine {
 
 bool int8_matvec_supported() {
+  // Asked once: the engine checks it before every decode product.
+  static const bool supported = [] {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
-  return false;
+    return false;
 #endif
+  }();
+  return supported;
 }
 
 namespace {

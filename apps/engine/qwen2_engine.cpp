@@ -189,7 +189,7 @@ Tensor Qwen2Engine::attention(const Tensor& qkv, int64_t batch, int64_t length, 
   const Tensor q = rope_.forward(head_columns(qkv, 0, width, batch, length, d), offset);
   const Tensor k = rope_.forward(head_columns(qkv, width, h * d, batch, length, d), offset);
   const Tensor v = head_columns(qkv, width + h * d, h * d, batch, length, d);
-  cache.update_and_fetch(k.transpose(1, 2), v.transpose(1, 2));  // B x H x L' x D each
+  cache.append(k.transpose(1, 2), v.transpose(1, 2));  // B x H x L' x D each, no copy out
   const int64_t S = cache.offset();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   Tensor out({batch * length, width});

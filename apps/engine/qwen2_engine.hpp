@@ -8,7 +8,7 @@
 //     h   = RMSNorm(x)                                   ch1.4 RMSNorm
 //     qkv = h [Wq; Wk; Wv]^T + [bq; bk; bv]              one fused WeightMatrix: ch2.3 kernels
 //     q, k = RoPE(q, k at positions offset..)            ch1.2 RoPE
-//     cache.update_and_fetch(k, v)                       ch2.1 KvCache (the fetched copy is unused)
+//     cache.append(k, v)                                 ch2.1 KvCache (no copy of the S rows)
 //     o   = attention(q, cache)                          ch2.5 attend_kv_range on zero-copy
 //                                                        keys_of/values_of views of the cache:
 //           prefill: per (row, query head, tile of 32 queries), bottom-right causal mask;

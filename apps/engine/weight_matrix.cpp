@@ -157,7 +157,7 @@ Tensor WeightMatrix::matmul(const Tensor& a, const KernelChoice& how) const {
   }
   const int threads = resolve_threads(how.threads);
   if (const auto* f = std::get_if<Tensor>(&w_)) {
-    if (a.dim(0) == 1 && cols() % 32 == 0 && bf16_matvec_supported()) {
+    if (a.dim(0) == 1 && cols() % 32 == 0 && dense_matvec_supported()) {
       Tensor out({1, rows()});
       f32_matvec(a.data(), *f, out.data(), threads);
       return out;
@@ -170,7 +170,7 @@ Tensor WeightMatrix::matmul(const Tensor& a, const KernelChoice& how) const {
         threads);
   }
   if (const auto* b = std::get_if<Bf16Weights>(&w_)) {
-    if (a.dim(0) == 1 && b->cols % 32 == 0 && bf16_matvec_supported()) {
+    if (a.dim(0) == 1 && b->cols % 32 == 0 && dense_matvec_supported()) {
       Tensor out({1, b->rows});
       bf16_matvec(a.data(), *b, out.data(), threads);
       return out;

@@ -359,7 +359,7 @@ TEST(EngineKernels, Bf16AndF32MatvecEqualTheExactProduct) {
   // bf16 weights times f32 x, exact up to the f32 sums: the double product of the widened weights
   // is the oracle (and Eigen's product for f32 weights). K = 4 Q + 3 (rows left over after the
   // blocks of four), 1 and 2 threads.
-  ASSERT_TRUE(bf16_matvec_supported()) << "the machine of this course has AVX-512";
+  ASSERT_TRUE(dense_matvec_supported()) << "the machine of this course has AVX-512";
   std::mt19937 rng(12);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t K = 4 * 9 + 3, N = 96;

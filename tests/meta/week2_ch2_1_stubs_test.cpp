@@ -15,6 +15,8 @@ namespace {
 TEST(Week2Stubs, Ch2_1_KvCache) {
   const Tensor kv = Tensor::full({1, 2, 3, 4}, 1.0f);
   KvCache cache(1, 2, 4, 16);
+  EXPECT_STUB_THROWS_TODO("ch2.1", cache.append(kv, kv));
+  EXPECT_STUB_THROWS_TODO("ch2.1", cache.fetch());
   EXPECT_STUB_THROWS_TODO("ch2.1", cache.update_and_fetch(kv, kv));
   EXPECT_STUB_THROWS_TODO("ch2.1", cache.rewind(0));
 }

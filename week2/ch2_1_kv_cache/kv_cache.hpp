@@ -1,9 +1,9 @@
 // Chapter 2.1, Task 1: the key-value cache of one attention layer.
 //
 // You write (book/week2/ch2_1_kv_cache.md):
-//   Task 1  KvCache: update_and_fetch (append L' positions, return all S), rewind, the growth
-//   policy Task 2  the Week 2 model that uses one cache per layer (qwen2_week2.hpp) Task 3
-//   generation that prefills once and then decodes one token at a time
+//   Task 1  KvCache: append (L' new positions), fetch (all S), rewind, reserve (the growth policy)
+//   Task 2  the Week 2 model that uses one cache per layer (qwen2_week2.hpp)
+//   Task 3  generation that prefills once, then decodes one token at a time
 //           (generate_with_kv_cache.hpp)
 //
 // Without a cache, generating token t recomputes the keys and values of all t earlier tokens in
@@ -54,17 +54,29 @@ class KvCache {
     }
   }
 
-  /// Task 1. Appends L' new positions and returns all S = offset() + L' cached ones.
+  /// Provided. Appends L' new positions and returns all S = offset() + L' cached ones:
   ///   new_keys, new_values: B x H x L' x D (L' >= 1)  ->  KvFetch{keys, values}: B x H x S x D
-  /// Position s < offset() of the result is what earlier calls appended (oldest first), positions
-  /// offset() .. S-1 are the new ones. Grow the buffers with reserve() when they are full, copy the
-  /// new rows in, advance the offset, then copy the S rows of every (b, h) out.
+  /// = append(new_keys, new_values), then fetch(). Errors: those of append.
+  KvFetch update_and_fetch(const Tensor& new_keys, const Tensor& new_values) {
+    append(new_keys, new_values);
+    return fetch();
+  }
+
+  /// Task 1. Appends L' new positions: new_keys, new_values B x H x L' x D (L' >= 1). Position s
+  /// < offset() stays what earlier calls appended (oldest first); the new ones become positions
+  /// offset() .. offset() + L' - 1. Grow the buffers with reserve() when they are full, copy the
+  /// new rows in, advance the offset. A model that attends through the zero-copy keys_of /
+  /// values_of views (the engine, chapter 2.5's kernel) calls only this, never copying S rows.
   /// Errors, checked before anything changes: ShapeError unless both are rank 4 with the cache's
   /// B, H and D and the same L' >= 1; ContextLengthError if S would exceed max_seq_len.
-  KvFetch update_and_fetch(const Tensor& new_keys, const Tensor& new_values) {
+  void append(const Tensor& new_keys, const Tensor& new_values) {
     check_new_rows(new_keys, new_values);
     TINYLLM_TODO("ch2.1", "Task 1");
   }
+
+  /// Task 1. All S = offset() cached positions as two contiguous B x H x S x D tensors (a copy of
+  /// the S rows of every (b, h): what chapter 1.3's attention takes).
+  KvFetch fetch() const { TINYLLM_TODO("ch2.1", "Task 1"); }
 
   /// Task 1. Forgets the newest n positions (speculative decoding rejects drafted tokens this
   /// way): offset() drops by n and the next update overwrites them. The capacity is kept.
@@ -89,19 +101,17 @@ class KvCache {
   ConstMatrixMap values_of(int64_t b, int64_t h) const { return view(values_, b, h); }
 
  private:
-  /// Provided. The checks of update_and_fetch (see there).
+  /// Provided. The checks of append (see there).
   void check_new_rows(const Tensor& k, const Tensor& v) const {
     if (k.ndim() != 4 || k.shape() != v.shape() || k.dim(0) != batch_ || k.dim(1) != num_heads_ ||
         k.dim(2) < 1 || k.dim(3) != head_dim_) {
-      throw ShapeError("KvCache::update_and_fetch: new keys " + shape_to_string(k.shape()) +
-                       " and values " + shape_to_string(v.shape()) +
-                       " must both be B x H x L' x D = " +
+      throw ShapeError("KvCache::append: new keys " + shape_to_string(k.shape()) + " and values " +
+                       shape_to_string(v.shape()) + " must both be B x H x L' x D = " +
                        shape_to_string({batch_, num_heads_, -1, head_dim_}) + " with L' >= 1");
     }
     if (offset_ + k.dim(2) > max_seq_len_) {
       throw ContextLengthError(
-          "KvCache::update_and_fetch: " + std::to_string(offset_) + " cached + " +
-          std::to_string(k.dim(2)) +
+          "KvCache::append: " + std::to_string(offset_) + " cached + " + std::to_string(k.dim(2)) +
           " new positions exceed max_seq_len = " + std::to_string(max_seq_len_));
     }
   }
