@@ -339,6 +339,14 @@ TEST(ContinuousBatcher, Task3_StopIdsContextFullAndZeroTokens) {
   requests[1].prompt = random_prompts(1, model.config().vocab_size, context - 5, context - 5, 9)[0];
   requests[1].max_new_tokens = 20;  // only 5 fit
   requests[2].max_new_tokens = 0;
+  // Finished by the first token, so never joining a slot: max_new_tokens = 1, and a stop id
+  // equal to the first greedy id. Then P + max_new_tokens == context exactly: MaxTokens wins.
+  BatchRequest one_token = requests[0], stop_at_first = requests[0], exact_fit = requests[1];
+  one_token.max_new_tokens = 1;
+  one_token.stop_ids = {};
+  stop_at_first.stop_ids = {plain.tokens[0]};
+  exact_fit.max_new_tokens = 5;
+  requests.insert(requests.end(), {one_token, stop_at_first, exact_fit});
   const std::vector<RequestOutput> out = run_batched(model, 2, requests);
   const Generation stopped = single_run(model, requests[0]);
   EXPECT_EQ(out[0].tokens, stopped.tokens);
@@ -349,6 +357,13 @@ TEST(ContinuousBatcher, Task3_StopIdsContextFullAndZeroTokens) {
   EXPECT_EQ(out[1].finish_reason, FinishReason::ContextFull);
   EXPECT_TRUE(out[2].tokens.empty());
   EXPECT_EQ(out[2].finish_reason, FinishReason::MaxTokens);
+  EXPECT_EQ(out[3].tokens, TokenIds{plain.tokens[0]});
+  EXPECT_EQ(out[3].finish_reason, FinishReason::MaxTokens);
+  EXPECT_TRUE(out[4].tokens.empty());
+  EXPECT_EQ(out[4].finish_reason, FinishReason::StopToken);
+  EXPECT_EQ(out[5].tokens, single_run(model, requests[5]).tokens);
+  EXPECT_EQ(out[5].tokens.size(), 5u);
+  EXPECT_EQ(out[5].finish_reason, FinishReason::MaxTokens);
   for (const RequestOutput& o : out) EXPECT_TRUE(o.finished);
 }
 

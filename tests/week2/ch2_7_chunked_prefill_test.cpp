@@ -27,10 +27,12 @@ using testing::single_run;
 
 constexpr double kLogitAtol = 1e-4, kLogitRtol = 1e-4;
 
+// Requests of 1 to 7 new tokens; request 0 wants one token, so it finishes with the token its
+// prefill picks and must never take a slot.
 std::vector<BatchRequest> requests_for(const std::vector<TokenIds>& prompts) {
   std::vector<BatchRequest> requests;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    requests.push_back({prompts[i], 2 + static_cast<int64_t>(i * 3 % 7), {}});
+    requests.push_back({prompts[i], 1 + static_cast<int64_t>(i * 3 % 7), {}});
   }
   return requests;
 }
@@ -87,6 +89,9 @@ TEST(ChunkedPrefill, Task1_NextChunkAdvancesByAtMostTheBudget) {
   EXPECT_THROW(prefill_chunked(model, prompt, fresh, 0), InvalidArgument);
   EXPECT_THROW(prefill_chunked(model, {}, fresh, 4), InvalidArgument);
   EXPECT_THROW(prefill_chunked(model, prompt, caches, 4), InvalidArgument);  // caches not empty
+  std::vector<KvCache> no_caches;
+  EXPECT_THROW(prefill_next_chunk(model, prompt, no_caches, 1), InvalidArgument);
+  EXPECT_THROW(prefill_chunked(model, prompt, no_caches, 4), InvalidArgument);
   EXPECT_EQ(fresh[0].offset(), 0);
 }
 

@@ -32,7 +32,7 @@ struct AttentionMask {
   Kind kind = Kind::None;
   Tensor additive;  // only for Kind::Additive
 
-  static AttentionMask none() { return {}; }
+  static AttentionMask none() { return {Kind::None, Tensor()}; }
   static AttentionMask causal() { return {Kind::Causal, Tensor()}; }
   static AttentionMask from(Tensor additive) { return {Kind::Additive, std::move(additive)}; }
 };

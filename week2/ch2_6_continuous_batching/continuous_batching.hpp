@@ -160,8 +160,9 @@ class ContinuousBatcher {
   /// needs a slot), false if it finished with its first token.
   bool begin_decoding(int64_t request, const Tensor& logits) { TINYLLM_TODO("ch2.6", "Task 3"); }
 
-  /// Task 3. Puts a decoding request into idle `slot`: caches[i] goes to caches_[i]'s slot
-  /// (add_request on every layer), and the slot's next token is the request's last generated id.
+  /// Task 3. Puts a decoding request into idle `slot`: caches[i] (layer i's prefilled KvCache,
+  /// 1 x H x P x D) goes to caches_[i]'s slot (add_request on every layer), and the slot's next
+  /// token is the request's last generated id.
   void join(int64_t request, std::vector<KvCache> caches, int64_t slot) {
     TINYLLM_TODO("ch2.6", "Task 3");
   }

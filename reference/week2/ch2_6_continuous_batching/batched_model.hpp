@@ -43,11 +43,12 @@ inline std::vector<BatchingKvCache> create_batching_kv_caches(const Qwen2ModelWe
       BatchingKvCache(max_slots, c.num_key_value_heads, c.head_dim, c.max_position_embeddings));
 }
 
-/// Provided. linear(x, weight, bias) for a batch step: x: N.. x I with few rows M (a decode step:
-/// M = B), weight: O x I -> N.. x O. For M <= 16 every weight row is read from memory once and
-/// multiplied with all M rows while it is in the cache (M dot products), in parallel over the
-/// output features; Eigen's general product would first copy (pack) the whole weight matrix,
-/// which costs more than reading it at these M. For more rows it is chapter 1.1's linear.
+/// Provided. linear(x, weight, bias) for a batch step: x: N.. x in with few rows M (a decode step:
+/// M = B), weight: out x in -> N.. x out (in, out: the layer's feature counts, e.g. E and I). For M
+/// <= 16 every weight row is read from memory once and multiplied with all M rows while it is in
+/// the cache (M dot products), in parallel over the output features; Eigen's general product would
+/// first copy (pack) the whole weight matrix, which costs more than reading it at these M. For more
+/// rows it is chapter 1.1's linear.
 inline Tensor batched_linear(const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr) {
   const int64_t rows = x.ndim() == 0 ? 0 : x.numel() / std::max<int64_t>(x.dim(-1), 1);
   if (rows > 16 || weight.ndim() != 2 || x.ndim() < 1 || weight.dim(1) != x.dim(-1) ||
@@ -85,7 +86,8 @@ inline Tensor batched_mlp(const Qwen2MLP& mlp, const Tensor& x) {
 ///   keys, values, mask = cache.update_and_fetch(k, v as B x H x L x D)
 ///   o = scaled_dot_product_attention_grouped(q as B x H_q x L x D, keys, values, 1/sqrt(D),
 ///       AttentionMask::from(mask))       (the B x 1 x L x S mask broadcasts over the heads)
-///   rows of idle slots of o are set to zero (their mask is all -inf: no key to attend to)
+///   (rows of idle slots have an all -inf mask: chapter 1.1's softmax turns them into zeros, so
+///   they stay finite without special handling)
 ///   out = batched_linear(o as B x L x (H_q*D), wo)
 /// Inputs are checked by batched_forward.
 inline Tensor batched_attention(const Qwen2MultiHeadAttentionWeek2& attention, const Tensor& x,
@@ -101,14 +103,9 @@ inline Tensor batched_attention(const Qwen2MultiHeadAttentionWeek2& attention, c
   const Tensor v = batched_linear(x, w.wv, &w.bv).reshape({b, l, h, d});
   const BatchKvFetch kv = cache.update_and_fetch(k.transpose(1, 2), v.transpose(1, 2));
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  Tensor o = scaled_dot_product_attention_grouped(q.transpose(1, 2), kv.keys, kv.values, scale,
-                                                  AttentionMask::from(kv.mask))
-                 .transpose(1, 2);  // B x L x H_q x D
-  for (int64_t row = 0; row < b; ++row) {
-    if (!cache.is_active(row)) {
-      for (int64_t t = 0; t < l; ++t) o.matrix(row * l + t).setZero();
-    }
-  }
+  const Tensor o = scaled_dot_product_attention_grouped(q.transpose(1, 2), kv.keys, kv.values,
+                                                        scale, AttentionMask::from(kv.mask))
+                       .transpose(1, 2);  // B x L x H_q x D
   return batched_linear(o.reshape({b, l, h_q * d}), w.wo);
   // SOLUTION END
 }

@@ -179,8 +179,9 @@ class ContinuousBatcher {
     // SOLUTION END
   }
 
-  /// Task 3. Puts a decoding request into idle `slot`: caches[i] goes to caches_[i]'s slot
-  /// (add_request on every layer), and the slot's next token is the request's last generated id.
+  /// Task 3. Puts a decoding request into idle `slot`: caches[i] (layer i's prefilled KvCache,
+  /// 1 x H x P x D) goes to caches_[i]'s slot (add_request on every layer), and the slot's next
+  /// token is the request's last generated id.
   void join(int64_t request, std::vector<KvCache> caches, int64_t slot) {
     // SOLUTION BEGIN ch2.6 Task 3
     for (size_t i = 0; i < caches.size(); ++i) caches_[i].add_request(std::move(caches[i]), slot);

@@ -10,9 +10,11 @@
 // jumps. Chunked prefill bounds that stall: each iteration prefills at most `chunk` prompt tokens
 // (the token budget), then every active request decodes one token as usual.
 //
-//   iteration:   1        2        3        4        5
-//   prefill:    r4[0:32] r4[32:64] r4[64:70]+r5[0:26] r5[26:40]  ...  (<= 32 tokens each)
-//   decode:     r0..r3   r0..r3    r0..r3   r0..r3   r0..r3 (r4 joined when a slot freed)
+//   iteration:  1         2          3                    4
+//   prefill:    r4[0:32]  r4[32:64]  r4[64:70] r5[0:26]   r5[26:40] ...     (<= 32 tokens each)
+//   decode:     r0..r3    r0..r3     r1..r3 and r4        r1..r4
+//   (r0 finishes in step 2; in step 3 r4's last chunk completes, r4 takes r0's slot, and the rest
+//   of the budget starts r5)
 //
 // A chunk at offset o is just chapter 2.1's model call on tokens [o, o + n) with caches holding o
 // positions: its keys attend causally to everything before them, so the last chunk's logits equal
@@ -40,12 +42,14 @@ namespace tinyllm {
 
 /// Task 1. Feeds the next n = min(max_tokens, P - o) prompt tokens [o, o + n) to the model, where o
 /// = caches[0].offset() is how much of the prompt the caches hold, and returns the logits [V] of
-/// the last fed position (decode_step of chapter 2.1). Afterwards the caches hold o + n positions.
-/// InvalidArgument if max_tokens < 1 or the caches already hold the whole prompt (o >= P).
+/// the last fed position (decode_step of chapter 2.1). caches: one KvCache per layer, each 1 x H x
+/// o x D before and 1 x H x (o + n) x D after. InvalidArgument if max_tokens < 1, caches is empty
+/// or the caches already hold the whole prompt (o >= P).
 inline Tensor prefill_next_chunk(const Qwen2ModelWeek2& model, const TokenIds& prompt,
                                  std::vector<KvCache>& caches, int64_t max_tokens) {
   // SOLUTION BEGIN ch2.7 Task 1
-  const int64_t done = caches.empty() ? 0 : caches[0].offset();
+  if (caches.empty()) throw InvalidArgument("prefill_next_chunk: no caches (one per layer)");
+  const int64_t done = caches[0].offset();
   const auto length = static_cast<int64_t>(prompt.size());
   if (max_tokens < 1) {
     throw InvalidArgument("prefill_next_chunk: max_tokens must be >= 1, got " +
@@ -64,7 +68,8 @@ inline Tensor prefill_next_chunk(const Qwen2ModelWeek2& model, const TokenIds& p
 /// Task 1. Prefills the whole prompt into empty caches in chunks of at most `chunk` tokens
 /// (prefill_next_chunk until the caches hold all P tokens) and returns the logits [V] of the last
 /// prompt position: equal to decode_step(model, prompt, caches) in one call, up to float rounding.
-/// InvalidArgument if chunk < 1, the prompt is empty or the caches are not empty.
+/// caches: one KvCache per layer, each 1 x H x 0 x D before and 1 x H x P x D after.
+/// InvalidArgument if chunk < 1, the prompt is empty, caches is empty or not empty of positions.
 inline Tensor prefill_chunked(const Qwen2ModelWeek2& model, const TokenIds& prompt,
                               std::vector<KvCache>& caches, int64_t chunk) {
   // SOLUTION BEGIN ch2.7 Task 1
@@ -72,8 +77,9 @@ inline Tensor prefill_chunked(const Qwen2ModelWeek2& model, const TokenIds& prom
     throw InvalidArgument("prefill_chunked: chunk must be >= 1, got " + std::to_string(chunk));
   }
   if (prompt.empty()) throw InvalidArgument("prefill_chunked: empty prompt");
-  if (caches.empty() || caches[0].offset() != 0) {
-    throw InvalidArgument("prefill_chunked: the caches must be empty");
+  if (caches.empty()) throw InvalidArgument("prefill_chunked: no caches (one per layer)");
+  if (caches[0].offset() != 0) {
+    throw InvalidArgument("prefill_chunked: the caches must hold no positions yet");
   }
   Tensor logits;
   while (caches[0].offset() < static_cast<int64_t>(prompt.size())) {
@@ -108,13 +114,13 @@ class ChunkedPrefillBatcher : public ContinuousBatcher {
   };
 
   /// Task 2. Spends a budget of chunk_ prompt tokens, repeating:
-  ///   - if the pending request is ready: join it into a free slot and clear it; if no slot is
-  ///     free, stop (it waits; the budget is not spent on later requests meanwhile);
-  ///   - stop if the budget is spent; if nothing is pending, take the first waiting request (fresh
-  ///     caches from model_.create_kv_caches()), or stop if none waits;
-  ///   - prefill_next_chunk(..., budget left); subtract the tokens fed; when its prompt is
-  ///   complete,
-  ///     begin_decoding(request, logits): ready if it goes on, cleared if it finished at once.
+  ///   1. if the pending request is ready: join it into a free slot and clear it; if no slot
+  ///      is free, stop (it waits; the budget is not spent on later requests meanwhile);
+  ///   2. stop if the budget is spent; if nothing is pending, take the first waiting request
+  ///      (fresh caches from model_.create_kv_caches()), or stop if none waits;
+  ///   3. prefill_next_chunk(..., budget left) and subtract the tokens fed; once its prompt
+  ///      is complete, begin_decoding(request, logits): ready if it goes on, cleared if it
+  ///      finished at once.
   /// So one iteration may finish one prompt and start the next within the same budget.
   void admit() override {
     // SOLUTION BEGIN ch2.7 Task 2
