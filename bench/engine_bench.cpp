@@ -1,4 +1,4 @@
-// Microbenchmarks of the engine's own kernels (apps/engine), through WeightMatrix::matmul as the
+// Microbenchmarks of the engine's own kernels (engine/), through WeightMatrix::matmul as the
 // engine calls it: y = x W^T for Qwen2-0.5B's weight shapes, decode (M = 1: int8_matvec for q8/q4,
 // chapter 2.3's bf16_matmul for bf16; GB/s of weight bytes read) and prefill (M = 512: bf16_gemm
 // for bf16/q8/q4, Eigen for f32; GFLOP/s), with 1 and 2 threads. Compare with
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "tinyllm/tensor.hpp"
-#include "weight_matrix.hpp"
+#include "engine/kernels/weight_matrix.hpp"
 
 namespace {
 

@@ -23,7 +23,7 @@
 
 #include "cli.hpp"
 #include "commands.hpp"
-#include "mlx_checkpoint.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"

@@ -6,7 +6,7 @@
 // Each (test, threads) pair runs once as a warm-up, then --repetitions times; the table shows the
 // mean and the sample standard deviation of the per-run tokens/s, as llama-bench does.
 // Without --precision the model is chapter 2.1's (f32, all logits); with --precision f32,bf16,q8,q4
-// each precision loads the engine (apps/engine) in turn, whose ppN computes the last position's
+// each precision loads the engine (engine/) in turn, whose ppN computes the last position's
 // logits only, as llama-bench's prompt test does. An MLX checkpoint (config.json "quantization")
 // always runs on the engine with its stored weights, reported as e.g. "q4 g64 (mlx)".
 #include <omp.h>
@@ -27,8 +27,8 @@
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
 #include "commands.hpp"
-#include "mlx_checkpoint.hpp"
-#include "qwen2_engine.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
+#include "engine/model/qwen2_engine.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 

@@ -28,7 +28,7 @@ const char* const kSamplingHelp =
     "  --no-kv-cache       recompute the whole sequence for every token (chapter 1.6)\n";
 
 const char* const kEngineHelp =
-    "  --dtype f32|bf16    run the engine (apps/engine: chapter 2.3's kernels, chapter 2.5's "
+    "  --dtype f32|bf16    run the engine (engine/: chapter 2.3's kernels, chapter 2.5's "
     "attention)\n"
     "                      with f32 weights or with bf16 weights as stored in the checkpoint\n"
     "  --quantize q8|q4    run the engine with weights quantized at load (chapter 2.2's MLX "
@@ -116,7 +116,7 @@ const std::vector<CommandSpec>& command_specs() {
            "  -t, --threads N     thread counts (default: all cores)\n"
            "  -r, --repetitions N repetitions of each test (default 5)\n"
            "  --seed S            seed of the random token ids (default 0)\n"
-           "  --precision LIST    run the engine (apps/engine) with these weights, e.g. "
+           "  --precision LIST    run the engine (engine/) with these weights, e.g. "
            "f32,bf16,q8,q4\n"
            "                      (default: chapter 2.1's model, f32); pp computes the last "
            "position's logits\n"

@@ -20,8 +20,8 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
-#include "mlx_checkpoint.hpp"
-#include "qwen2_engine.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
+#include "engine/model/qwen2_engine.hpp"
 
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
@@ -89,7 +89,7 @@ bool use_kv_cache(const CommandLine& cl) {
   return TINYLLM_KV_CACHE_DEFAULT != 0;
 }
 
-// --dtype f32|bf16 or --quantize q8|q4 [--group-size G]: the engine (apps/engine) with those
+// --dtype f32|bf16 or --quantize q8|q4 [--group-size G]: the engine (engine/) with those
 // weights; none of them: nullopt (chapter 1.6's or 2.1's model). The engine always keeps a KV
 // cache.
 std::optional<engine::EngineOptions> engine_options(const CommandLine& cl) {

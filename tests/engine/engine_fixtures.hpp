@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "model_fixtures.hpp"
-#include "qwen2_engine.hpp"
+#include "engine/model/qwen2_engine.hpp"
 #include "tinyllm_test.hpp"
 
 namespace tinyllm::engine {

@@ -1,4 +1,4 @@
-// The engine (apps/engine) against independent oracles: Hugging Face's logits and greedy ids
+// The engine (engine/) against independent oracles: Hugging Face's logits and greedy ids
 // (data/fixtures/ch1.5: two random checkpoints; data/fixtures/models: the trained tiny-qwen2).
 //   f32   same weights as HF, f32 math: logits within 1e-4 (chapter 1.5's tolerance).
 //   bf16  on checkpoints stored in bf16, the engine's bf16 weights are the checkpoint's own bits
@@ -18,16 +18,16 @@
 
 #include <gtest/gtest.h>
 
-#include "bf16_gemm.hpp"
-#include "bf16_matvec.hpp"
+#include "engine/kernels/bf16_gemm.hpp"
+#include "engine/kernels/bf16_matvec.hpp"
 #include "engine_fixtures.hpp"
-#include "int8_matvec.hpp"
-#include "qwen2_engine.hpp"
+#include "engine/kernels/int8_matvec.hpp"
+#include "engine/model/qwen2_engine.hpp"
 #include "tinyllm/dtype.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tokenizer.hpp"
 #include "tinyllm_test.hpp"
-#include "weight_matrix.hpp"
+#include "engine/kernels/weight_matrix.hpp"
 
 namespace tinyllm::engine {
 namespace {

@@ -1,4 +1,4 @@
-// MLX-format quantized checkpoints (apps/engine/mlx_checkpoint.hpp) against Hugging Face's logits
+// MLX-format quantized checkpoints (engine/model/mlx_checkpoint.hpp) against Hugging Face's logits
 // on the dequantized weights (data/fixtures/mlx, tools/fixtures/gen_mlx_checkpoint.py: the codes,
 // scales and biases come from the generator's own PyTorch version of MLX's quantization, and HF's
 // Qwen2ForCausalLM runs in float32 on q * scale + bias).
@@ -24,8 +24,8 @@
 #include <gtest/gtest.h>
 
 #include "engine_fixtures.hpp"
-#include "mlx_checkpoint.hpp"
-#include "qwen2_engine.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
+#include "engine/model/qwen2_engine.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/safetensors.hpp"

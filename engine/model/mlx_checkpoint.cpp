@@ -1,4 +1,4 @@
-#include "mlx_checkpoint.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
 
 #include <utility>
 

@@ -1,4 +1,4 @@
-#include "bf16_matvec.hpp"
+#include "engine/kernels/bf16_matvec.hpp"
 
 #include <omp.h>
 

@@ -45,7 +45,7 @@
 #include "tinyllm/tensor.hpp"
 #include "tinyllm/token.hpp"
 #include "tinyllm/tokenizer.hpp"
-#include "weight_matrix.hpp"
+#include "engine/kernels/weight_matrix.hpp"
 
 namespace tinyllm::engine {
 

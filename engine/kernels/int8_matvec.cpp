@@ -1,4 +1,4 @@
-#include "int8_matvec.hpp"
+#include "engine/kernels/int8_matvec.hpp"
 
 #include <omp.h>
 

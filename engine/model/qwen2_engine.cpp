@@ -1,4 +1,4 @@
-#include "qwen2_engine.hpp"
+#include "engine/model/qwen2_engine.hpp"
 
 #include <omp.h>
 
@@ -13,7 +13,7 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_5_parallel_flash_attention/parallel_flash_attention.hpp>
 
-#include "mlx_checkpoint.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
 #include "tinyllm/errors.hpp"
 
 namespace tinyllm::engine {

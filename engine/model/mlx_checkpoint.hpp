@@ -14,7 +14,7 @@
 
 #include "tinyllm/config.hpp"
 #include "tinyllm/safetensors.hpp"
-#include "weight_matrix.hpp"
+#include "engine/kernels/weight_matrix.hpp"
 
 namespace tinyllm::engine {
 

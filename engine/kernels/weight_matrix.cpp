@@ -1,4 +1,4 @@
-#include "weight_matrix.hpp"
+#include "engine/kernels/weight_matrix.hpp"
 
 #include <omp.h>
 
@@ -6,9 +6,9 @@
 #include <cstring>
 #include <tinyllm/ch2_3_fast_qmatmul/fast_qmatmul.hpp>
 
-#include "bf16_gemm.hpp"
-#include "bf16_matvec.hpp"
-#include "int8_matvec.hpp"
+#include "engine/kernels/bf16_gemm.hpp"
+#include "engine/kernels/bf16_matvec.hpp"
+#include "engine/kernels/int8_matvec.hpp"
 #include "tinyllm/errors.hpp"
 
 namespace tinyllm::engine {

@@ -1,4 +1,4 @@
-#include "bf16_gemm.hpp"
+#include "engine/kernels/bf16_gemm.hpp"
 
 #include <omp.h>
 
