@@ -13,8 +13,8 @@
 #include <tuple>
 #include <vector>
 
-#include "tinyllm/tensor.hpp"
 #include "engine/kernels/weight_matrix.hpp"
+#include "tinyllm/tensor.hpp"
 
 namespace {
 

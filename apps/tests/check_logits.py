@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--row", type=int, default=0)
     ap.add_argument("--atol", type=float, default=1e-3)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--extra", action="append", default=[], help="one more argument for the command")
     args = ap.parse_args()
 
     fx = read_safetensors(args.fixture)
@@ -54,7 +55,7 @@ def main():
     (_, _, V), logits_all = fx["logits_b2l7"]
     expected = logits_all[args.row * L * V : (args.row + 1) * L * V]
 
-    cmd = [args.exe, "logits", "--model", args.model, "--ids", ",".join(map(str, ids)), "--out", args.out]
+    cmd = [args.exe, "logits", "--model", args.model, "--ids", ",".join(map(str, ids)), "--out", args.out] + args.extra
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         print(f"FAIL: {' '.join(cmd)} exited with {run.returncode}\n{run.stderr}")

@@ -1,7 +1,10 @@
-// `tinyllm batch`: N chat prompts through chapter 2.7's scheduler (continuous batching with chunked
-// prefill), with a live per-slot view and a summary of prefill and decode speed, time to first
-// token and time per output token. --check re-runs every request alone (chapter 2.1's greedy
-// generation with a KV cache) and fails if any output differs.
+// `tinyllm batch`: N chat prompts through the serving core (engine/serving: LLMEngine over chapter
+// 2.7's scheduler, continuous batching with chunked prefill), on the model model_choice.hpp picks
+// (the course's Week 2 model, or the engine with --dtype/--quantize or an MLX checkpoint), with a
+// live per-slot view and a summary of prefill and decode speed, time to first token and time per
+// output token. --check re-runs every request alone (chapter 2.1's greedy generation with a KV
+// cache, on the same model) and fails if any output differs. The server is the other front-end
+// over the same LLMEngine.
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,13 +20,12 @@
 
 #include <tinyllm/ch1_6_generate/generate.hpp>
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
-#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
-#include <tinyllm/ch2_6_continuous_batching/continuous_batching.hpp>
-#include <tinyllm/ch2_7_chunked_prefill/chunked_prefill.hpp>
 
 #include "cli.hpp"
 #include "commands.hpp"
-#include "engine/model/mlx_checkpoint.hpp"
+#include "engine/load_model.hpp"
+#include "engine/serving/llm_engine.hpp"
+#include "model_choice.hpp"
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
@@ -100,24 +102,17 @@ std::string tail(const std::string& text, size_t width) {
   return flat.size() <= width ? flat : "..." + flat.substr(flat.size() - width + 3);
 }
 
-const char* reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::StopToken:
-      return "stop token";
-    case FinishReason::MaxTokens:
-      return "max tokens";
-    case FinishReason::ContextFull:
-      return "context full";
-  }
-  return "?";
+std::string reason_name(const engine::LLMEngine& engine, int64_t request) {
+  const std::optional<engine::Finish> f = engine.finish(request);
+  return f ? engine::finish_name(*f) : "running";
 }
 
 // The progress view: one line per slot plus one for the prefill, redrawn in place on a terminal;
 // elsewhere one plain line per event (a request joins a slot or finishes).
 class ProgressView {
  public:
-  ProgressView(const ContinuousBatcher& batcher, const Tokenizer& tokenizer)
-      : batcher_(batcher), tokenizer_(tokenizer), terminal_(isatty(STDOUT_FILENO) != 0) {}
+  ProgressView(const engine::LLMEngine& engine, const Tokenizer& tokenizer)
+      : engine_(engine), tokenizer_(tokenizer), terminal_(isatty(STDOUT_FILENO) != 0) {}
 
   void operator()(const BatchProgress& p) {
     track_gaps();
@@ -157,7 +152,7 @@ class ProgressView {
       std::snprintf(text, sizeof text, "slot %zu  req %2lld  pos %4lld  %3lld tok  ", b,
                     static_cast<long long>(s.request), static_cast<long long>(s.offset),
                     static_cast<long long>(s.generated));
-      line(text + tail(tokenizer_.decode(output(s.request).tokens), 60));
+      line(text + tail(tokenizer_.decode(engine_.tokens(s.request)), 60));
     }
     char prefill[96];
     if (p.prefill_request >= 0) {
@@ -186,20 +181,20 @@ class ProgressView {
                     static_cast<long long>(p.step), p.elapsed_s, static_cast<long long>(now), b);
       }
     }
-    const std::vector<RequestOutput>& outputs = batcher_.outputs();
-    for (size_t i = reported_.size(); i < outputs.size(); ++i) reported_.push_back(false);
-    for (size_t i = 0; i < outputs.size(); ++i) {
-      if (!outputs[i].finished || reported_[i]) continue;
-      reported_[i] = true;
-      std::printf("[step %lld, %.2f s] request %zu finished: %zu tokens, %s\n",
-                  static_cast<long long>(p.step), p.elapsed_s, i, outputs[i].tokens.size(),
-                  reason_name(outputs[i].finish_reason));
+    const auto n = static_cast<int64_t>(engine_.scheduler().outputs().size());
+    reported_.resize(static_cast<size_t>(n), false);
+    for (int64_t i = 0; i < n; ++i) {
+      if (!engine_.finish(i) || reported_[static_cast<size_t>(i)]) continue;
+      reported_[static_cast<size_t>(i)] = true;
+      std::printf("[step %lld, %.2f s] request %lld finished: %zu tokens, %s\n",
+                  static_cast<long long>(p.step), p.elapsed_s, static_cast<long long>(i),
+                  engine_.tokens(i).size(), reason_name(engine_, i).c_str());
     }
     std::fflush(stdout);
   }
 
   void track_gaps() {
-    const std::vector<RequestOutput>& outputs = batcher_.outputs();
+    const std::vector<RequestOutput>& outputs = engine_.scheduler().outputs();
     seen_.resize(outputs.size(), 0);
     last_s_.resize(outputs.size(), 0.0);
     for (size_t i = 0; i < outputs.size(); ++i) {
@@ -214,12 +209,8 @@ class ProgressView {
     }
   }
 
-  const RequestOutput& output(int64_t request) const {
-    return batcher_.outputs()[static_cast<size_t>(request)];
-  }
-
  private:
-  const ContinuousBatcher& batcher_;
+  const engine::LLMEngine& engine_;
   const Tokenizer& tokenizer_;
   bool terminal_;
   int drawn_ = 0;
@@ -231,54 +222,55 @@ class ProgressView {
 };
 
 // The summary: counts, speeds and latencies of the run.
-void print_summary(const ContinuousBatcher& batcher, double wall_s, double max_gap_s) {
-  int64_t prompt_tokens = 0, generated = 0, decode_picks = 0, timed = 0;
+void print_summary(const engine::LLMEngine& engine, int64_t batch_size, double wall_s,
+                   double max_gap_s) {
+  const engine::ServingStats& s = engine.stats();
+  const auto requests = static_cast<int64_t>(engine.scheduler().outputs().size());
+  int64_t decode_picks = 0, timed = 0;
   double ttft_sum = 0, ttft_max = 0, tpot_sum = 0;
-  for (const RequestOutput& o : batcher.outputs()) {
-    prompt_tokens += o.prompt_tokens;
-    const auto n = static_cast<int64_t>(o.tokens.size());
-    generated += n;
-    const int64_t picks = n + (o.stop_token ? 1 : 0);  // the stop id is picked too
-    if (picks == 0) continue;
+  for (int64_t i = 0; i < requests; ++i) {
+    const engine::RequestMetrics& m = engine.metrics(i);
+    const RequestOutput& o = engine.scheduler().outputs()[static_cast<size_t>(i)];
+    const int64_t picks = m.output_tokens + (o.stop_token ? 1 : 0);  // the stop id is picked too
+    if (picks == 0 || !m.ttft()) continue;
     decode_picks += picks - 1;  // the first pick comes from the prefill logits
-    ttft_sum += o.first_token_s;
-    ttft_max = std::max(ttft_max, o.first_token_s);
-    if (picks > 1) {
-      tpot_sum += (o.last_token_s - o.first_token_s) / static_cast<double>(picks - 1);
+    ttft_sum += *m.ttft();
+    ttft_max = std::max(ttft_max, *m.ttft());
+    if (const std::optional<double> tpot = m.tpot(picks)) {
+      tpot_sum += *tpot;
       ++timed;
     }
   }
-  const BatchStats& s = batcher.stats();
-  const auto requests = static_cast<double>(batcher.outputs().size());
-  std::printf("\nsummary: %zu requests, batch size %lld, %lld iterations\n",
-              batcher.outputs().size(), static_cast<long long>(batcher.batch_size()),
+  std::printf("\nsummary: %lld requests, batch size %lld, %lld iterations\n",
+              static_cast<long long>(requests), static_cast<long long>(batch_size),
               static_cast<long long>(s.steps));
   std::printf("  prompt tokens     %6lld   prefill %8.1f tok/s  (%.2f s)\n",
-              static_cast<long long>(prompt_tokens),
-              s.prefill_s > 0 ? static_cast<double>(prompt_tokens) / s.prefill_s : 0.0,
+              static_cast<long long>(s.prompt_tokens),
+              s.prefill_s > 0 ? static_cast<double>(s.prompt_tokens) / s.prefill_s : 0.0,
               s.prefill_s);
   std::printf("  generated tokens  %6lld   decode  %8.1f tok/s  (%.2f s, %lld batched picks)\n",
-              static_cast<long long>(generated),
+              static_cast<long long>(s.output_tokens),
               s.decode_s > 0 ? static_cast<double>(decode_picks) / s.decode_s : 0.0, s.decode_s,
               static_cast<long long>(decode_picks));
-  std::printf("  time to first token   mean %.3f s, max %.3f s\n", ttft_sum / requests, ttft_max);
+  std::printf("  time to first token   mean %.3f s, max %.3f s\n",
+              ttft_sum / static_cast<double>(std::max<int64_t>(requests, 1)), ttft_max);
   std::printf("  time per output token mean %.1f ms, longest gap between two tokens %.1f ms\n",
               timed > 0 ? 1e3 * tpot_sum / static_cast<double>(timed) : 0.0, 1e3 * max_gap_s);
   std::printf("  wall time %.2f s\n", wall_s);
 }
 
-// --check: every request alone through chapter 2.1's greedy generation; prints the differences.
-int check_outputs(const Qwen2ModelWeek2& model, const ContinuousBatcher& batcher) {
+// --check: every request alone through chapter 2.1's greedy generation on the same model.
+int check_outputs(const LanguageModel& model, const engine::LLMEngine& engine,
+                  const std::vector<TokenIds>& prompts, int64_t max_tokens,
+                  const TokenIds& stop_ids) {
   int64_t differ = 0;
   const int64_t context = model.config().max_position_embeddings;
-  for (size_t i = 0; i < batcher.requests().size(); ++i) {
-    const BatchRequest& r = batcher.requests()[i];
-    const int64_t room = context - static_cast<int64_t>(r.prompt.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int64_t room = context - static_cast<int64_t>(prompts[i].size());
     const Generation alone = generate_tokens_with_kv_cache(
-        model, r.prompt,
-        GenerationOptions{.max_new_tokens = std::min(r.max_new_tokens, room),
-                          .stop_ids = r.stop_ids});
-    const TokenIds& batched = batcher.outputs()[i].tokens;
+        model, prompts[i],
+        GenerationOptions{.max_new_tokens = std::min(max_tokens, room), .stop_ids = stop_ids});
+    const TokenIds& batched = engine.tokens(static_cast<int64_t>(i));
     if (alone.tokens == batched) continue;
     ++differ;
     size_t at = 0;
@@ -290,11 +282,10 @@ int check_outputs(const Qwen2ModelWeek2& model, const ContinuousBatcher& batcher
   }
   if (differ > 0) {
     std::printf("check: FAILED, %lld of %zu requests differ\n", static_cast<long long>(differ),
-                batcher.requests().size());
+                prompts.size());
     return 1;
   }
-  std::printf("check: all %zu requests equal their single-request greedy runs\n",
-              batcher.requests().size());
+  std::printf("check: all %zu requests equal their single-request greedy runs\n", prompts.size());
   return 0;
 }
 
@@ -311,38 +302,39 @@ int run_batch(const CommandLine& cl) {
                       "' (batch needs one)");
   }
   const Tokenizer tokenizer = Tokenizer::from_file(dir / "tokenizer.json");
-  if (const Qwen2Config config = load_qwen2_config(dir / "config.json"); config.quantization) {
-    throw UsageError("batch runs chapter 2.6's model (f32 weights), which cannot hold '" +
-                     dir.string() + "', an MLX checkpoint already quantized (" +
-                     engine::mlx_quantization_name(*config.quantization) +
-                     "); chat, generate, logits and bench run it on the engine");
-  }
-  const Qwen2ModelWeek2 model = load_qwen2_week2(dir);
-  const TokenIds stop_ids = default_stop_ids(model.config(), &tokenizer);
+  const Qwen2Config config = engine::load_model_config(dir);
+  const LoadedModel loaded = load_chosen_model(dir, config, engine_choice(cl, dir, config));
+  const TokenIds stop_ids = default_stop_ids(config, &tokenizer);
 
-  ChunkedPrefillBatcher batcher(model, batch_size, chunk);
+  engine::LLMEngine engine(*loaded.model, {batch_size, chunk, 0});
+  std::vector<TokenIds> prompts;
   for (const std::string& q : questions) {
-    const TokenIds ids = tokenizer.encode(apply_chat_template({{"user", q}}, true));
-    batcher.submit(BatchRequest{ids, max_tokens, stop_ids});
+    prompts.push_back(tokenizer.encode(apply_chat_template({{"user", q}}, true)));
+    engine.submit(prompts.back(), engine::SamplingParams{{}, max_tokens, stop_ids});
   }
-  std::printf("%zu requests, batch size %lld, prefill chunk %lld, up to %lld new tokens each\n",
-              questions.size(), static_cast<long long>(batch_size), static_cast<long long>(chunk),
-              static_cast<long long>(max_tokens));
-  ProgressView view(batcher, tokenizer);
+  std::printf(
+      "%zu requests, batch size %lld, prefill chunk %lld, up to %lld new tokens each, "
+      "weights %s\n",
+      questions.size(), static_cast<long long>(batch_size), static_cast<long long>(chunk),
+      static_cast<long long>(max_tokens), loaded.weights.c_str());
+  ProgressView view(engine, tokenizer);
   const auto start = Clock::now();
-  batcher.run(std::ref(view));
+  while (engine.has_work()) {
+    engine.step();
+    view(engine.progress());
+  }
   const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   view.finish();
 
   std::printf("\n");
   for (size_t i = 0; i < questions.size(); ++i) {
-    const RequestOutput& o = batcher.outputs()[i];
+    const auto id = static_cast<int64_t>(i);
     std::printf("[%zu] %s\n     -> %s  (%zu tokens, %s)\n", i, questions[i].c_str(),
-                tail(tokenizer.decode(o.tokens), 200).c_str(), o.tokens.size(),
-                reason_name(o.finish_reason));
+                tail(tokenizer.decode(engine.tokens(id)), 200).c_str(), engine.tokens(id).size(),
+                reason_name(engine, id).c_str());
   }
-  print_summary(batcher, wall_s, view.max_gap_s());
-  return cl.has("check") ? check_outputs(model, batcher) : 0;
+  print_summary(engine, batch_size, wall_s, view.max_gap_s());
+  return cl.has("check") ? check_outputs(*loaded.model, engine, prompts, max_tokens, stop_ids) : 0;
 }
 
 }  // namespace tinyllm::app

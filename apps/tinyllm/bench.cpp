@@ -3,12 +3,15 @@
 //   ppN  one forward call of N random token ids on empty KV caches: N / seconds
 //   tgN  N forward calls of one random token each, starting from empty caches (offsets 0..N-1):
 //        N / seconds
+//   tgN xR  (--parallel R > 1) R sequences decoding together, N steps of forward_sequences with one
+//        token each (the serving core's batched decode step): R N / seconds, aggregate tokens/s
 // Each (test, threads) pair runs once as a warm-up, then --repetitions times; the table shows the
 // mean and the sample standard deviation of the per-run tokens/s, as llama-bench does.
-// Without --precision the model is chapter 2.1's (f32, all logits); with --precision f32,bf16,q8,q4
-// each precision loads the engine (engine/) in turn, whose ppN computes the last position's
-// logits only, as llama-bench's prompt test does. An MLX checkpoint (config.json "quantization")
-// always runs on the engine with its stored weights, reported as e.g. "q4 g64 (mlx)".
+// The model comes from model_choice.hpp: without --precision the course's Week 2 model (f32);
+// with --precision f32,bf16,q8,q4 each precision loads the engine (engine/) in turn. An MLX
+// checkpoint (config.json "quantization") always runs on the engine with its stored weights,
+// reported as e.g. "q4 g64 (mlx)". Every call is the LanguageModel's forward_last: ppN computes the
+// last position's logits only, as llama-bench's prompt test does.
 #include <omp.h>
 
 #include <chrono>
@@ -24,11 +27,9 @@
 
 #include <Eigen/Core>
 
-#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
-
 #include "commands.hpp"
-#include "engine/model/mlx_checkpoint.hpp"
-#include "engine/model/qwen2_engine.hpp"
+#include "engine/load_model.hpp"
+#include "model_choice.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 
@@ -61,14 +62,14 @@ std::vector<int64_t> parse_list(const CommandLine& cl, const std::string& flag,
 }
 
 struct BenchResult {
-  std::string test;  // "pp512" / "tg128"
+  std::string test;  // "pp512" / "tg128" / "tg128 x4"
   std::string weights;
-  int64_t n_prompt = 0, n_gen = 0, threads = 0;
+  int64_t n_prompt = 0, n_gen = 0, threads = 0, parallel = 1;
   std::vector<double> seconds;
 
   std::vector<double> tokens_per_second() const {
     std::vector<double> ts;
-    for (double s : seconds) ts.push_back(static_cast<double>(n_prompt + n_gen) / s);
+    for (double s : seconds) ts.push_back(static_cast<double>(n_prompt + n_gen * parallel) / s);
     return ts;
   }
   double mean() const {
@@ -92,64 +93,50 @@ TokenIds random_ids(std::mt19937_64& rng, int64_t n, int64_t vocab) {
   return ids;
 }
 
-// The model under test: chapter 2.1's or the engine, and what its weights are.
+// The model under test and how long it took to load.
 struct BenchModel {
-  std::optional<Qwen2ModelWeek2> week2;
-  std::optional<engine::Qwen2Engine> fast;
-  std::string weights;  // "f32", "bf16", "q8 g32", "q4 g64 (head q8)"
+  LoadedModel loaded;
   double load_s = 0;
 
-  std::vector<KvCache> caches() const {
-    return fast ? fast->create_kv_caches() : week2->create_kv_caches();
-  }
   void forward(const TokenIds& ids, std::vector<KvCache>& caches) const {
-    if (fast) {
-      fast->forward({ids}, caches[0].offset(), caches, /*last_only=*/true);
-    } else {
-      week2->forward({ids}, caches[0].offset(), caches);
-    }
+    loaded.model->forward_last({ids}, caches[0].offset(), caches);
   }
 };
 
 BenchModel load_bench_model(const fs::path& dir, const Qwen2Config& config,
-                            std::optional<engine::WeightSpec> spec) {
+                            const std::optional<engine::EngineOptions>& options) {
   BenchModel m;
   const auto start = Clock::now();
-  if (config.quantization) {  // an MLX checkpoint: the engine with its stored weights
-    m.fast.emplace(engine::load_qwen2_engine(dir, {}));
-    m.weights = engine::mlx_quantization_name(*config.quantization);
-  } else if (!spec) {
-    m.week2.emplace(load_qwen2_week2(dir));
-    m.weights = "f32";
-  } else {
-    m.fast.emplace(engine::load_qwen2_engine(
-        dir, engine::EngineOptions{.weights = *spec, .head_format = {}, .threads = 0}));
-    const engine::WeightSpec& w = m.fast->options().weights;
-    m.weights = engine::weight_format_name(w.format);
-    if (w.group_size != 0) m.weights += " g" + std::to_string(w.group_size);
-    if (w.format == engine::WeightFormat::Q4) m.weights += " (head q8)";
-  }
+  m.loaded = load_chosen_model(dir, config, options);
   m.load_s = std::chrono::duration<double>(Clock::now() - start).count();
   return m;
 }
 
-// --precision f32,bf16,q8,q4 (--group-size for the quantized ones); absent: {nullopt}.
-std::vector<std::optional<engine::WeightSpec>> parse_precisions(const CommandLine& cl) {
+// --precision f32,bf16,q8,q4 (--group-size for the quantized ones): the engine in each; absent:
+// model_choice's one choice (the course model, or the engine for an MLX checkpoint).
+std::vector<std::optional<engine::EngineOptions>> parse_precisions(const CommandLine& cl,
+                                                                   const fs::path& dir,
+                                                                   const Qwen2Config& config) {
+  if (config.quantization && cl.has("precision")) {
+    throw mlx_contradiction(dir, *config.quantization, "--precision " + cl.flags.at("precision"));
+  }
   if (!cl.has("precision")) {
     if (cl.has("group-size")) throw UsageError("--group-size needs --precision with q8 or q4");
-    return {std::nullopt};
+    return {engine_choice(cl, dir, config)};
   }
   const int group = cl.has("group-size")
                         ? static_cast<int>(parse_int("group-size", cl.flags.at("group-size")))
                         : 0;
-  std::vector<std::optional<engine::WeightSpec>> specs;
+  std::vector<std::optional<engine::EngineOptions>> specs;
   std::string text = cl.flags.at("precision") + ",";
   for (size_t start = 0, comma; (comma = text.find(',', start)) != std::string::npos;
        start = comma + 1) {
     const engine::WeightFormat format =
         engine::parse_weight_format(text.substr(start, comma - start));
     const bool quantized = engine::default_group_size(format) != 0;
-    specs.push_back(engine::check_weight_spec({format, quantized ? group : 0}));
+    engine::EngineOptions options;
+    options.weights = engine::check_weight_spec({format, quantized ? group : 0});
+    specs.push_back(options);
   }
   return specs;
 }
@@ -157,12 +144,35 @@ std::vector<std::optional<engine::WeightSpec>> parse_precisions(const CommandLin
 // One timed run of a test from empty caches.
 double run_once(const BenchModel& model, int64_t vocab, int64_t n_prompt, int64_t n_gen,
                 std::mt19937_64& rng) {
-  std::vector<KvCache> caches = model.caches();
+  std::vector<KvCache> caches = model.loaded.model->create_kv_caches();
   const TokenIds prompt = random_ids(rng, n_prompt, vocab);
   const TokenIds steps = random_ids(rng, n_gen, vocab);
   const auto start = Clock::now();
   if (n_prompt > 0) model.forward(prompt, caches);
   for (int64_t i = 0; i < n_gen; ++i) model.forward({steps[static_cast<size_t>(i)]}, caches);
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// One timed run of R sequences decoding n_gen tokens together from empty caches.
+double run_parallel_once(const BenchModel& model, int64_t vocab, int64_t n_gen, int64_t parallel,
+                         std::mt19937_64& rng) {
+  std::vector<std::vector<KvCache>> caches(static_cast<size_t>(parallel));
+  std::vector<std::vector<KvCache>*> pointers;
+  for (std::vector<KvCache>& c : caches) {
+    c = model.loaded.model->create_kv_caches();
+    pointers.push_back(&c);
+  }
+  std::vector<TokenIds> steps;
+  for (int64_t i = 0; i < n_gen; ++i) {
+    const TokenIds ids = random_ids(rng, parallel, vocab);
+    for (TokenId id : ids) steps.push_back({id});
+  }
+  const auto start = Clock::now();
+  for (int64_t i = 0; i < n_gen; ++i) {
+    const std::vector<TokenIds> step(steps.begin() + i * parallel,
+                                     steps.begin() + (i + 1) * parallel);
+    model.loaded.model->forward_sequences(step, pointers);
+  }
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
@@ -191,16 +201,15 @@ int run_bench(const CommandLine& cl) {
   const std::vector<int64_t> prompts = parse_list(cl, "n-prompt", 512, 0);
   const std::vector<int64_t> gens = parse_list(cl, "n-gen", 128, 0);
   const std::vector<int64_t> threads = parse_list(cl, "threads", omp_get_num_procs(), 1);
+  const std::vector<int64_t> parallel = parse_list(cl, "parallel", 1, 1);
   const int64_t reps =
       cl.has("repetitions") ? parse_int("repetitions", cl.flags.at("repetitions")) : 5;
   if (reps < 1) throw UsageError("--repetitions must be >= 1");
   const int64_t seed = cl.has("seed") ? parse_int("seed", cl.flags.at("seed")) : 0;
-  const std::vector<std::optional<engine::WeightSpec>> precisions = parse_precisions(cl);
   const fs::path dir = resolve_model_dir(cl);
-  const Qwen2Config config = load_qwen2_config(dir / "config.json");
-  if (config.quantization && cl.has("precision")) {
-    throw mlx_contradiction(dir, *config.quantization, "--precision " + cl.flags.at("precision"));
-  }
+  const Qwen2Config config = engine::load_model_config(dir);
+  const std::vector<std::optional<engine::EngineOptions>> precisions =
+      parse_precisions(cl, dir, config);
   const int64_t params = count_parameters(dir, config);
   for (int64_t n : prompts) {
     if (n > config.max_position_embeddings) {
@@ -212,28 +221,37 @@ int run_bench(const CommandLine& cl) {
   std::vector<BenchResult> results;
   std::printf("| model | params | weights | threads | test | t/s |\n");
   std::printf("| --- | ---: | --- | ---: | ---: | ---: |\n");
-  for (const std::optional<engine::WeightSpec>& precision : precisions) {
+  for (const std::optional<engine::EngineOptions>& precision : precisions) {
     const BenchModel model = load_bench_model(dir, config, precision);
-    const double bytes = model.fast ? static_cast<double>(model.fast->weight_bytes())
-                                    : static_cast<double>(params) * 4;
+    const double bytes = static_cast<double>(model.loaded.weight_bytes);
     std::fprintf(stderr,
                  "loaded %s in %.1f s: %.1f M parameters, weights %s (%.0f MB read per token)\n",
                  dir.string().c_str(), model.load_s, static_cast<double>(params) / 1e6,
-                 model.weights.c_str(), bytes / 1e6);
+                 model.loaded.weights.c_str(), bytes / 1e6);
     for (int64_t t : threads) {
       omp_set_num_threads(static_cast<int>(t));
       Eigen::setNbThreads(static_cast<int>(t));
       std::vector<BenchResult> tests;
       for (int64_t n : prompts) {
-        if (n > 0) tests.push_back({"pp" + std::to_string(n), model.weights, n, 0, t, {}});
+        if (n > 0)
+          tests.push_back({"pp" + std::to_string(n), model.loaded.weights, n, 0, t, 1, {}});
       }
       for (int64_t n : gens) {
-        if (n > 0) tests.push_back({"tg" + std::to_string(n), model.weights, 0, n, t, {}});
+        for (int64_t p : parallel) {
+          if (n == 0) continue;
+          const std::string name =
+              "tg" + std::to_string(n) + (p > 1 ? " x" + std::to_string(p) : "");
+          tests.push_back({name, model.loaded.weights, 0, n, t, p, {}});
+        }
       }
       for (BenchResult& r : tests) {
-        run_once(model, config.vocab_size, r.n_prompt, r.n_gen, rng);  // warm-up
-        for (int64_t i = 0; i < reps; ++i)
-          r.seconds.push_back(run_once(model, config.vocab_size, r.n_prompt, r.n_gen, rng));
+        const auto once = [&] {
+          return r.parallel > 1
+                     ? run_parallel_once(model, config.vocab_size, r.n_gen, r.parallel, rng)
+                     : run_once(model, config.vocab_size, r.n_prompt, r.n_gen, rng);
+        };
+        once();  // warm-up
+        for (int64_t i = 0; i < reps; ++i) r.seconds.push_back(once());
         std::printf("| %s | %.1f M | %s | %lld | %s | %.2f ± %.2f |\n",
                     dir.filename().string().c_str(), static_cast<double>(params) / 1e6,
                     r.weights.c_str(), static_cast<long long>(t), r.test.c_str(), r.mean(),
@@ -256,6 +274,7 @@ int run_bench(const CommandLine& cl) {
                      {"test", r.test},
                      {"n_prompt", r.n_prompt},
                      {"n_gen", r.n_gen},
+                     {"parallel", r.parallel},
                      {"repetitions", reps},
                      {"samples_ns", ns},
                      {"samples_ts", r.tokens_per_second()},

@@ -85,7 +85,7 @@ const std::vector<CommandSpec>& command_specs() {
                    "  --text TEXT         the text to encode (required)\n") +
            kModelHelp},
       {"logits",
-       {"model", "ids", "out"},
+       {"model", "ids", "out", "dtype", "quantize", "group-size", "fast"},
        std::string(
            "usage: tinyllm logits --ids 1,2,3 --out FILE [--model DIR]\n\n"
            "Runs the model once on the ids (a batch of one) and writes the logits of every "
@@ -97,11 +97,16 @@ const std::vector<CommandSpec>& command_specs() {
            "Compare them with Hugging Face's model(input_ids).logits[0]. Needs no tokenizer.\n\n"
            "options:\n"
            "  --ids LIST          comma-separated token ids (required)\n"
-           "  --out FILE          output file, .safetensors or .json (required)\n") +
+           "  --out FILE          output file, .safetensors or .json (required)\n"
+           "  --dtype, --quantize run the engine with these weights (as chat; an MLX checkpoint\n"
+           "                      always runs on the engine). The engine computes with its exact\n"
+           "                      kernels (f32 activations) unless --fast\n"
+           "  --fast              the engine's fast kernels (int8 / bf16 activations), as chat "
+           "runs them\n") +
            kModelHelp},
       {"bench",
        {"model", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed", "precision",
-        "group-size"},
+        "group-size", "parallel"},
        std::string(
            "usage: tinyllm bench [--model DIR] [-p 512] [-n 128] [-t 1,2] [-r 5] [--json FILE]\n\n"
            "Measures like llama-bench: prefill of -p random token ids in one call (test ppN) and\n"
@@ -121,10 +126,14 @@ const std::vector<CommandSpec>& command_specs() {
            "                      (default: chapter 2.1's model, f32); pp computes the last "
            "position's logits\n"
            "  --group-size G      group size of q8/q4 (default 32 for q8, 64 for q4)\n"
+           "  --parallel R        also decode R sequences together (test tgN xR, aggregate "
+           "tokens/s;\n"
+           "                      a list: 1,4,8), one forward_sequences step per token\n"
            "  --json FILE         also write the results as JSON\n") +
            kModelHelp},
       {"batch",
-       {"model", "prompt", "prompts-file", "batch-size", "prefill-chunk", "max-tokens", "check"},
+       {"model", "prompt", "prompts-file", "batch-size", "prefill-chunk", "max-tokens", "check",
+        "dtype", "quantize", "group-size"},
        std::string(
            "usage: tinyllm batch [--prompts-file FILE | --prompt TEXT ...] [options]\n\n"
            "Answers N chat prompts together: continuous batching (chapter 2.6) with chunked "
@@ -142,7 +151,7 @@ const std::vector<CommandSpec>& command_specs() {
            "  --max-tokens N      new tokens per request at most (default 64)\n"
            "  --check             re-run every request alone (chapter 2.1) and exit 1 if any "
            "differs\n") +
-           kModelHelp},
+           kEngineHelp + kModelHelp},
   };
   return specs;
 }
@@ -151,7 +160,7 @@ namespace {
 
 // Flags that take no value: the switches.
 bool is_switch(const std::string& name) {
-  return name == "kv-cache" || name == "no-kv-cache" || name == "check";
+  return name == "kv-cache" || name == "no-kv-cache" || name == "check" || name == "fast";
 }
 
 // llama-bench's short flags of `bench`: -p, -n, -t, -r.

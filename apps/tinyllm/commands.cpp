@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -20,8 +21,8 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 
-#include "engine/model/mlx_checkpoint.hpp"
-#include "engine/model/qwen2_engine.hpp"
+#include "engine/load_model.hpp"
+#include "model_choice.hpp"
 
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
@@ -48,18 +49,6 @@ std::string quoted(const fs::path& p) {
   return "'" + p.string() + "'";
 }
 
-// config.json of the model directory, with a readable error when it is missing (a broken one: the
-// parser's FormatError / ConfigError, which name the file).
-Qwen2Config load_config(const fs::path& dir) {
-  const fs::path file = dir / "config.json";
-  if (!fs::is_regular_file(file)) {
-    throw FormatError(
-        "no config.json in the model directory " + quoted(dir) +
-        " (expected a Hugging Face Qwen2 checkpoint: config.json, *.safetensors, tokenizer.json)");
-  }
-  return load_qwen2_config(file);
-}
-
 // The tokenizer is loaded only by the commands that need it, so `logits` works on a checkpoint
 // without one.
 Tokenizer load_tokenizer(const fs::path& dir) {
@@ -69,12 +58,6 @@ Tokenizer load_tokenizer(const fs::path& dir) {
                       " (chat, generate and tokenize need one; logits does not)");
   }
   return Tokenizer::from_file(file);
-}
-
-Qwen2ModelWeek1 load_model(const fs::path& dir) {
-  load_config(
-      dir);  // a readable error for a missing or broken config.json before the weights are opened
-  return load_qwen2_week1(dir);
 }
 
 using Clock = std::chrono::steady_clock;
@@ -89,82 +72,51 @@ bool use_kv_cache(const CommandLine& cl) {
   return TINYLLM_KV_CACHE_DEFAULT != 0;
 }
 
-// --dtype f32|bf16 or --quantize q8|q4 [--group-size G]: the engine (engine/) with those
-// weights; none of them: nullopt (chapter 1.6's or 2.1's model). The engine always keeps a KV
-// cache.
-std::optional<engine::EngineOptions> engine_options(const CommandLine& cl) {
-  if (!cl.has("dtype") && !cl.has("quantize")) {
-    if (cl.has("group-size")) throw UsageError("--group-size needs --quantize q8|q4");
-    return std::nullopt;
-  }
-  if (cl.has("dtype") && cl.has("quantize")) {
-    throw UsageError("--dtype and --quantize contradict each other (--quantize sets the weights)");
-  }
-  if (cl.has("no-kv-cache")) throw UsageError("--dtype/--quantize always use the KV cache");
-  engine::EngineOptions options;
-  if (cl.has("dtype")) {
-    const std::string& dtype = cl.flags.at("dtype");
-    if (dtype != "f32" && dtype != "bf16") {
-      throw UsageError("--dtype must be f32 or bf16, got '" + dtype + "'");
-    }
-    options.weights.format = engine::parse_weight_format(dtype);
-    if (cl.has("group-size")) throw UsageError("--group-size needs --quantize q8|q4");
-  } else {
-    const std::string& bits = cl.flags.at("quantize");
-    if (bits != "q8" && bits != "q4") {
-      throw UsageError("--quantize must be q8 or q4, got '" + bits + "'");
-    }
-    options.weights.format = engine::parse_weight_format(bits);
-    if (cl.has("group-size")) {
-      options.weights.group_size =
-          static_cast<int>(parse_int("group-size", cl.flags.at("group-size")));
+// The NumericalError for a logit that is NaN or infinite at `position` (a broken checkpoint or an
+// overflow); generation stops there instead of printing garbage.
+void check_finite_logits(const Tensor& logits, int64_t position) {
+  const float* v = logits.data();
+  for (int64_t i = 0; i < logits.numel(); ++i) {
+    if (!std::isfinite(v[i])) {
+      throw NumericalError("the logits at position " + std::to_string(position) +
+                           " are not finite (" + std::to_string(v[i]) + " for token id " +
+                           std::to_string(i) + "); the checkpoint's weights or an overflow " +
+                           "made them NaN or infinite, so generation stops here");
     }
   }
-  engine::check_weight_spec(
-      options.weights);  // InvalidArgument for a bad group size, before loading
-  return options;
 }
 
-// The engine's options for an MLX checkpoint: its stored weights, so no --dtype/--quantize; the
-// engine always keeps a KV cache.
-engine::EngineOptions mlx_engine_options(const CommandLine& cl, const fs::path& dir,
-                                         const QuantizationConfig& q) {
-  for (const std::string flag : {"dtype", "quantize"}) {
-    if (cl.has(flag)) throw mlx_contradiction(dir, q, "--" + flag + " " + cl.flags.at(flag));
-  }
-  if (cl.has("no-kv-cache")) throw mlx_contradiction(dir, q, "--no-kv-cache");
-  return {};
-}
-
-// Everything one generation needs, shared by `chat` and `generate`. One of three models is
-// loaded: Week 1's (full recompute), chapter 2.1's (KV cache) or the engine (--dtype/--quantize,
-// and always for an MLX checkpoint, which the f32 models of the chapters cannot hold).
-struct Engine {
+// Everything one generation needs, shared by `chat` and `generate`: the tokenizer and either a
+// LanguageModel (chapter 2.1's generation with a KV cache, on the model model_choice.hpp picks)
+// or, with --no-kv-cache, chapter 1.6's model and its full recompute.
+struct Session {
   fs::path dir;
+  Qwen2Config config;
   Tokenizer tokenizer;
-  std::optional<Qwen2ModelWeek1> model;
-  std::optional<Qwen2ModelWeek2> cached_model;
-  std::optional<engine::Qwen2Engine> fast_model;
+  LoadedModel cached;                        // KV cache: the course model or the engine
+  std::optional<Qwen2ModelWeek1> recompute;  // --no-kv-cache
   SamplingFlags sampling;
   std::optional<Sampler> sampler;  // only when --temperature > 0; greedy otherwise
 
-  Engine(fs::path model_dir, SamplingFlags flags, const CommandLine& cl)
-      : dir(std::move(model_dir)), tokenizer(load_tokenizer(dir)), sampling(flags) {
-    std::optional<engine::EngineOptions> fast = engine_options(cl);
-    const Qwen2Config on_disk =
-        load_config(dir);  // a readable error for a broken config.json first
-    if (on_disk.quantization) fast = mlx_engine_options(cl, dir, *on_disk.quantization);
-    if (fast) {
-      fast_model.emplace(engine::load_qwen2_engine(dir, *fast));
-    } else if (use_kv_cache(cl)) {
-      cached_model.emplace(load_qwen2_week2(dir));
-    } else {
-      model.emplace(load_model(dir));
+  Session(fs::path model_dir, SamplingFlags flags, const CommandLine& cl)
+      : dir(std::move(model_dir)),
+        config(engine::load_model_config(dir)),
+        tokenizer(load_tokenizer(dir)),
+        sampling(flags) {
+    const std::optional<engine::EngineOptions> fast = engine_choice(cl, dir, config);
+    if (fast && cl.has("no-kv-cache")) {
+      if (config.quantization) throw mlx_contradiction(dir, *config.quantization, "--no-kv-cache");
+      throw UsageError("--dtype/--quantize always use the KV cache");
     }
-    if (tokenizer.vocab_size() > config().vocab_size) {
+    if (use_kv_cache(cl) || fast) {
+      cached = load_chosen_model(dir, config, fast);
+    } else {
+      recompute.emplace(config, Checkpoint::open(dir));
+    }
+    if (tokenizer.vocab_size() > config.vocab_size) {
       throw ConfigError("tokenizer.json in " + quoted(dir) + " has " +
                         std::to_string(tokenizer.vocab_size()) +
-                        " token ids, more than the model's " + std::to_string(config().vocab_size) +
+                        " token ids, more than the model's " + std::to_string(config.vocab_size) +
                         " (vocab_size in config.json)");
     }
     if (sampling.temperature > 0.0f) {
@@ -175,15 +127,10 @@ struct Engine {
     }
   }
 
-  const Qwen2Config& config() const {
-    if (fast_model) return fast_model->config();
-    return cached_model ? cached_model->config() : model->config();
-  }
-
   // Generates a continuation of `prompt` (already templated for chat), streaming it to stdout, and
   // prints the token counts and speed to stderr. Returns the generated text.
   std::string run(const std::string& prompt) {
-    const int64_t context = config().max_position_embeddings;
+    const int64_t context = config.max_position_embeddings;
     const auto prompt_tokens = static_cast<int64_t>(tokenizer.encode(prompt).size());
     int64_t max_new = 0;
     if (sampling.max_tokens) {
@@ -203,6 +150,7 @@ struct Engine {
     Clock::time_point first = start, last = start;
     int64_t picks = 0;
     const TokenPicker timed = [&](const Tensor& logits) {
+      check_finite_logits(logits, prompt_tokens + picks);
       const TokenId id = inner(logits);
       last = Clock::now();
       if (picks++ == 0) first = last;
@@ -211,11 +159,9 @@ struct Engine {
     const GenerationOptions options{.max_new_tokens = max_new, .stop_ids = {}};
     const TextCallback print = [](std::string_view piece) { std::cout << piece << std::flush; };
     const TextGeneration result =
-        fast_model
-            ? engine::engine_generate_text(*fast_model, tokenizer, prompt, options, timed, print)
-        : cached_model
-            ? simple_generate_with_kv_cache(*cached_model, tokenizer, prompt, options, timed, print)
-            : simple_generate(*model, tokenizer, prompt, options, timed, print);
+        recompute ? simple_generate(*recompute, tokenizer, prompt, options, timed, print)
+                  : simple_generate_with_kv_cache(*cached.model, tokenizer, prompt, options, timed,
+                                                  print);
     std::cout << std::endl;
 
     const double prefill_s = std::chrono::duration<double>(first - start).count();
@@ -243,14 +189,6 @@ bool stdin_is_terminal() {
 
 }  // namespace
 
-UsageError mlx_contradiction(const fs::path& dir, const QuantizationConfig& q,
-                             const std::string& what) {
-  return UsageError(what + " contradicts the model: " + quoted(dir) +
-                    " is an MLX checkpoint already quantized (" + engine::mlx_quantization_name(q) +
-                    ", config.json \"quantization\"), which runs on the engine with its stored "
-                    "weights");
-}
-
 fs::path resolve_model_dir(const CommandLine& cl) {
   fs::path dir;
   std::string hint;
@@ -276,14 +214,14 @@ fs::path resolve_model_dir(const CommandLine& cl) {
 int run_generate(const CommandLine& cl) {
   if (!cl.has("prompt")) throw UsageError("generate: --prompt TEXT is required");
   const SamplingFlags sampling = parse_sampling_flags(cl);
-  Engine engine(resolve_model_dir(cl), sampling, cl);
+  Session engine(resolve_model_dir(cl), sampling, cl);
   engine.run(cl.flags.at("prompt"));
   return 0;
 }
 
 int run_chat(const CommandLine& cl) {
   const SamplingFlags sampling = parse_sampling_flags(cl);
-  Engine engine(resolve_model_dir(cl), sampling, cl);
+  Session engine(resolve_model_dir(cl), sampling, cl);
   std::vector<ChatMessage> history;
   if (cl.has("system")) history.push_back({"system", cl.flags.at("system")});
   if (cl.has("prompt")) {
@@ -342,15 +280,12 @@ int run_logits(const CommandLine& cl) {
     throw UsageError("--out: '" + out.string() + "' must end in .safetensors or .json");
   }
   const fs::path dir = resolve_model_dir(cl);
-  // Week 1's model, or the engine for an MLX checkpoint (all positions' logits either way).
-  std::optional<Qwen2ModelWeek1> model;
-  std::optional<engine::Qwen2Engine> fast;
-  const Qwen2Config config = load_config(dir);
-  if (config.quantization) {
-    fast.emplace(engine::load_qwen2_engine(dir, mlx_engine_options(cl, dir, *config.quantization)));
-  } else {
-    model.emplace(load_model(dir));
-  }
+  const Qwen2Config config = engine::load_model_config(dir);
+  // Chapter 1.5's model, or the engine (--dtype / --quantize, an MLX checkpoint) with its exact
+  // kernels unless --fast: logits exist to be compared with Hugging Face's.
+  std::optional<engine::EngineOptions> fast = engine_choice(cl, dir, config);
+  if (cl.has("fast") && !fast) throw UsageError("--fast needs the engine (--dtype or --quantize)");
+  if (fast) fast->kernels = cl.has("fast") ? engine::Kernels::Fast : engine::Kernels::Exact;
   for (TokenId id : ids) {
     if (id >= config.vocab_size) {
       throw InvalidArgument("--ids: token id " + std::to_string(id) +
@@ -364,9 +299,14 @@ int run_logits(const CommandLine& cl) {
         "--ids has " + std::to_string(L) + " tokens, but the model's context is " +
         std::to_string(config.max_position_embeddings) + " tokens (max_position_embeddings)");
   }
-  std::vector<KvCache> caches = fast ? fast->create_kv_caches() : std::vector<KvCache>{};
-  const Tensor logits =
-      fast ? fast->forward({ids}, 0, caches) : model->forward({ids});  // 1 x L x V
+  Tensor logits;  // 1 x L x V
+  if (fast) {
+    const LoadedModel loaded = load_chosen_model(dir, config, fast);
+    std::vector<KvCache> caches = loaded.model->create_kv_caches();
+    logits = loaded.model->forward({ids}, 0, caches);
+  } else {
+    logits = Qwen2ModelWeek1(config, Checkpoint::open(dir)).forward({ids});
+  }
   const int64_t V = logits.dim(-1);
   if (ext == ".safetensors") {
     std::vector<int64_t> ids64(ids.begin(), ids.end());

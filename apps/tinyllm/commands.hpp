@@ -14,11 +14,6 @@ namespace tinyllm::app {
 /// Throws tinyllm::FormatError if it is not an existing directory.
 std::filesystem::path resolve_model_dir(const CommandLine& cl);
 
-/// The UsageError for `what` (e.g. "--quantize q8") asked of an MLX checkpoint, whose weights are
-/// already quantized (config.json "quantization"): it runs on the engine with its stored weights.
-UsageError mlx_contradiction(const std::filesystem::path& dir, const QuantizationConfig& q,
-                             const std::string& what);
-
 int run_chat(const CommandLine& cl);
 int run_generate(const CommandLine& cl);
 int run_tokenize(const CommandLine& cl);

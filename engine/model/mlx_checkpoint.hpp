@@ -12,9 +12,9 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/kernels/weight_matrix.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/safetensors.hpp"
-#include "engine/kernels/weight_matrix.hpp"
 
 namespace tinyllm::engine {
 

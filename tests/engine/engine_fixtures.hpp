@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
+#include "engine/model/qwen2_model.hpp"
 #include "model_fixtures.hpp"
-#include "engine/model/qwen2_engine.hpp"
 #include "tinyllm_test.hpp"
 
 namespace tinyllm::engine {
@@ -16,7 +16,7 @@ using testing::positions;
 
 /// Prefills positions [0, split) of the fixture's 2 x 7 batch (ids_b2l7) in one call, then decodes
 /// the rest one position at a time, comparing every call with HF's logits_b2l7 at those positions.
-inline void expect_prefill_then_decode_match(const Qwen2Engine& engine, const testing::Fixture& f,
+inline void expect_prefill_then_decode_match(const Qwen2Model& engine, const testing::Fixture& f,
                                              int64_t split, double atol, double rtol) {
   testing::expect_prefill_then_decode_match(engine, id_rows(f, "ids_b2l7"), f.tensor("logits_b2l7"),
                                             split, atol, rtol);

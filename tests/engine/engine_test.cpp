@@ -18,16 +18,18 @@
 
 #include <gtest/gtest.h>
 
+#include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include "engine/kernels/bf16_gemm.hpp"
 #include "engine/kernels/bf16_matvec.hpp"
-#include "engine_fixtures.hpp"
 #include "engine/kernels/int8_matvec.hpp"
-#include "engine/model/qwen2_engine.hpp"
+#include "engine_fixtures.hpp"
+
+#include "engine/kernels/weight_matrix.hpp"
+#include "engine/load_model.hpp"
 #include "tinyllm/dtype.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tokenizer.hpp"
 #include "tinyllm_test.hpp"
-#include "engine/kernels/weight_matrix.hpp"
 
 namespace tinyllm::engine {
 namespace {
@@ -44,21 +46,18 @@ fs::path tiny_qwen2() {
   return testing::data_dir() / "models" / "tiny-qwen2";
 }
 EngineOptions options(WeightFormat format, int group_size = 0) {
-  return EngineOptions{.weights = {format, group_size},
-                       .head_format = {},
-                       .threads = 0,
-                       .int8_decode = true,
-                       .bf16_prefill = true};
+  return EngineOptions{
+      .weights = {format, group_size}, .head_format = {}, .threads = 0, .kernels = Kernels::Fast};
 }
 // The same with chapter 2.3's kernels only (f32 activations everywhere).
 EngineOptions chapter_kernels(WeightFormat format, int group_size = 0) {
   EngineOptions o = options(format, group_size);
-  o.int8_decode = o.bf16_prefill = false;
+  o.kernels = Kernels::Exact;
   return o;
 }
 
 // Prefills positions [0, split) of the ch1.5 fixture's 2 x 7 batch, then decodes the rest.
-void expect_prefill_then_decode_match_hf(const Qwen2Engine& engine, const std::string& name,
+void expect_prefill_then_decode_match_hf(const Qwen2Model& engine, const std::string& name,
                                          int64_t split, double atol) {
   expect_prefill_then_decode_match(engine, Fixture("ch1.5/" + name + ".safetensors"), split, atol,
                                    kLogitRtol);
@@ -67,7 +66,7 @@ void expect_prefill_then_decode_match_hf(const Qwen2Engine& engine, const std::s
 TEST(Engine, F32LogitsMatchHfPrefillAndDecode) {
   for (const char* name : {"qwen2-bf16-tied", "qwen2-f32-untied-sharded"}) {
     SCOPED_TRACE(name);
-    const Qwen2Engine engine = load_qwen2_engine(fixture_model(name), options(WeightFormat::F32));
+    const Qwen2Model engine = load_model(fixture_model(name), options(WeightFormat::F32));
     expect_prefill_then_decode_match_hf(engine, name, 3, kLogitAtol);
     expect_prefill_then_decode_match_hf(engine, name, 1, kLogitAtol);
   }
@@ -76,40 +75,41 @@ TEST(Engine, F32LogitsMatchHfPrefillAndDecode) {
 TEST(Engine, Bf16WeightsOfABf16CheckpointMatchHfAtTheF32Tolerance) {
   // Chapter 2.3's bf16_matmul (f32 activations) in prefill; the bf16 x bf16 prefill is
   // EngineKernels.Bf16PrefillWithinTheActivationRounding.
-  const Qwen2Engine engine =
-      load_qwen2_engine(fixture_model("qwen2-bf16-tied"), chapter_kernels(WeightFormat::Bf16));
+  const Qwen2Model engine =
+      load_model(fixture_model("qwen2-bf16-tied"), chapter_kernels(WeightFormat::Bf16));
   expect_prefill_then_decode_match_hf(engine, "qwen2-bf16-tied", 4, kLogitAtol);
 }
 
 // The trained model on a whole prompt: prefill half, decode the rest, against HF's logits.
-void expect_tiny_qwen2_matches_hf(const Qwen2Engine& engine, double atol) {
+void expect_tiny_qwen2_matches_hf(const Qwen2Model& engine, double atol) {
   testing::expect_tiny_qwen2_prompts_match(engine, atol, kLogitRtol);
 }
 
 TEST(Engine, TinyQwen2F32AndBf16MatchHfLogits) {
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::Bf16}) {
     SCOPED_TRACE(weight_format_name(format));
-    expect_tiny_qwen2_matches_hf(load_qwen2_engine(tiny_qwen2(), chapter_kernels(format)),
-                                 kLogitAtol);
+    expect_tiny_qwen2_matches_hf(load_model(tiny_qwen2(), chapter_kernels(format)), kLogitAtol);
   }
 }
 
 TEST(Engine, LastOnlyReturnsTheLastPositionOfEveryRow) {
   const std::string name = "qwen2-f32-untied-sharded";
   const Fixture f("ch1.5/" + name + ".safetensors");
-  const Qwen2Engine engine = load_qwen2_engine(fixture_model(name), options(WeightFormat::F32));
+  const Qwen2Model engine = load_model(fixture_model(name), options(WeightFormat::F32));
   std::vector<KvCache> caches = engine.create_kv_caches(2);
-  const Tensor last = engine.forward(id_rows(f, "ids_b2l7"), 0, caches, /*last_only=*/true);
-  ASSERT_EQ(last.shape(), (Shape{2, 1, f.tensor("logits_b2l7").dim(2)}));
-  EXPECT_TENSOR_NEAR(last, positions(f.tensor("logits_b2l7"), 6, 7), kLogitAtol, kLogitRtol);
+  const Tensor last = engine.forward_last(id_rows(f, "ids_b2l7"), 0, caches);
+  const int64_t V = f.tensor("logits_b2l7").dim(2);
+  ASSERT_EQ(last.shape(), (Shape{2, V}));
+  EXPECT_TENSOR_NEAR(last.reshape({2, 1, V}), positions(f.tensor("logits_b2l7"), 6, 7), kLogitAtol,
+                     kLogitRtol);
   EXPECT_EQ(caches[0].offset(), 7);
 }
 
 TEST(Engine, ThreadCountDoesNotChangeTheLogits) {
   EngineOptions opts = options(WeightFormat::Q8);  // I = 160: g32
-  const Qwen2Engine one = load_qwen2_engine(fixture_model("qwen2-bf16-tied"), opts);
+  const Qwen2Model one = load_model(fixture_model("qwen2-bf16-tied"), opts);
   opts.threads = 2;
-  const Qwen2Engine two = load_qwen2_engine(fixture_model("qwen2-bf16-tied"), opts);
+  const Qwen2Model two = load_model(fixture_model("qwen2-bf16-tied"), opts);
   const Fixture f("ch1.5/qwen2-bf16-tied.safetensors");
   std::vector<KvCache> c1 = one.create_kv_caches(2), c2 = two.create_kv_caches(2);
   EXPECT_TENSOR_NEAR(one.forward(id_rows(f, "ids_b2l7"), 0, c1),
@@ -122,7 +122,7 @@ TEST(Engine, ThreadCountDoesNotChangeTheLogits) {
 struct LogitError {
   double max_abs = 0.0, argmax_agreement = 0.0;
 };
-LogitError tiny_qwen2_logit_error(const Qwen2Engine& engine) {
+LogitError tiny_qwen2_logit_error(const Qwen2Model& engine) {
   LogitError err;
   int64_t agree = 0, total = 0;
   for (const char* prompt : {"raw_story", "chat_add"}) {
@@ -168,8 +168,8 @@ TEST(Engine, QuantizedLogitsStayNearHf) {
     const std::string name = weight_format_name(c.format) + " g" + std::to_string(c.group_size);
     SCOPED_TRACE(name);
     // Chapter 2.3's kernels; EngineKernels tests the engine's own (int8 decode, bf16 prefill).
-    const LogitError err = tiny_qwen2_logit_error(
-        load_qwen2_engine(tiny_qwen2(), chapter_kernels(c.format, c.group_size)));
+    const LogitError err =
+        tiny_qwen2_logit_error(load_model(tiny_qwen2(), chapter_kernels(c.format, c.group_size)));
     std::cout << name << ": max |logit error| " << err.max_abs << ", argmax agreement "
               << err.argmax_agreement << std::endl;
     EXPECT_LT(err.max_abs, c.max_abs);
@@ -183,7 +183,7 @@ TEST(Engine, QuantizedGreedyChatAnswersEqualHf) {
   const Tokenizer tokenizer = Tokenizer::from_model_dir(tiny_qwen2());
   for (WeightFormat format : {WeightFormat::Q8, WeightFormat::Q4}) {
     SCOPED_TRACE(weight_format_name(format));
-    const Qwen2Engine engine = load_qwen2_engine(tiny_qwen2(), options(format));
+    const Qwen2Model engine = load_model(tiny_qwen2(), options(format));
     for (const char* name : {"chat_add", "chat_capital"}) {
       SCOPED_TRACE(name);
       const Fixture f(std::string("models/tiny-qwen2.") + name + ".safetensors");
@@ -192,8 +192,8 @@ TEST(Engine, QuantizedGreedyChatAnswersEqualHf) {
                                     static_cast<int64_t>(*tokenizer.token_to_id("<|im_end|>")));
       ASSERT_NE(im_end, greedy.end());
       const TextGeneration out =
-          engine_generate_text(engine, tokenizer, f.meta("prompt"),
-                               GenerationOptions{.max_new_tokens = 32, .stop_ids = {}});
+          simple_generate_with_kv_cache(engine, tokenizer, f.meta("prompt"),
+                                        GenerationOptions{.max_new_tokens = 32, .stop_ids = {}});
       EXPECT_EQ(out.generation.tokens, TokenIds(greedy.begin(), im_end));
       EXPECT_EQ(out.text, tokenizer.decode(out.generation.tokens));
     }
@@ -201,10 +201,10 @@ TEST(Engine, QuantizedGreedyChatAnswersEqualHf) {
 }
 
 TEST(Engine, Q4HeadIsQ8ByDefault) {
-  const Qwen2Engine q4 = load_qwen2_engine(tiny_qwen2(), options(WeightFormat::Q4));
+  const Qwen2Model q4 = load_model(tiny_qwen2(), options(WeightFormat::Q4));
   EngineOptions all_q4 = options(WeightFormat::Q4);
   all_q4.head_format = WeightFormat::Q4;
-  const Qwen2Engine q4_head = load_qwen2_engine(tiny_qwen2(), all_q4);
+  const Qwen2Model q4_head = load_model(tiny_qwen2(), all_q4);
   // V x E = 4096 x 256 head at q8 g64 (1 + 8/64 bytes per weight) vs q4 g64 (0.5 + 8/64).
   EXPECT_EQ(q4.weight_bytes() - q4_head.weight_bytes(), 4096 * 256 / 2);
 }
@@ -214,8 +214,8 @@ TEST(Engine, GreedyGenerationMatchesHfIds) {
   const Fixture f("ch1.5/" + name + ".safetensors");
   const std::vector<int64_t> expected = f.ints("greedy_ids");
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::Bf16}) {
-    const Qwen2Engine engine = load_qwen2_engine(fixture_model(name), options(format));
-    const Generation out = engine_generate_tokens(
+    const Qwen2Model engine = load_model(fixture_model(name), options(format));
+    const Generation out = generate_tokens_with_kv_cache(
         engine, id_rows(f, "greedy_prompt")[0],
         GenerationOptions{.max_new_tokens = static_cast<int64_t>(expected.size()), .stop_ids = {}});
     EXPECT_EQ(out.tokens, TokenIds(expected.begin(), expected.end()));
@@ -231,30 +231,31 @@ TEST(Engine, BadPrecisionOrGroupSizeIsInvalidArgument) {
   EXPECT_EQ(check_weight_spec({WeightFormat::Q4, 0}).group_size, 64);
   EXPECT_THROW(check_weight_spec({WeightFormat::Q4, 48}), InvalidArgument);
   EXPECT_THROW(check_weight_spec({WeightFormat::Bf16, 64}), InvalidArgument);
-  EXPECT_THROW(load_qwen2_engine(fixture_model("qwen2-bf16-tied"), options(WeightFormat::Q8, 16)),
+  EXPECT_THROW(load_model(fixture_model("qwen2-bf16-tied"), options(WeightFormat::Q8, 16)),
                InvalidArgument);
   // E = 64 is not a multiple of 128.
-  EXPECT_THROW(load_qwen2_engine(fixture_model("qwen2-bf16-tied"), options(WeightFormat::Q4, 128)),
+  EXPECT_THROW(load_model(fixture_model("qwen2-bf16-tied"), options(WeightFormat::Q4, 128)),
                ShapeError);
 }
 
 TEST(Engine, ForwardChecksOffsetAndContext) {
-  const Qwen2Engine engine =
-      load_qwen2_engine(fixture_model("qwen2-bf16-tied"), options(WeightFormat::Bf16));
+  const Qwen2Model engine =
+      load_model(fixture_model("qwen2-bf16-tied"), options(WeightFormat::Bf16));
   std::vector<KvCache> caches = engine.create_kv_caches();
   engine.forward({{1, 2, 3}}, 0, caches);
   EXPECT_THROW(engine.forward({{4}}, 4, caches), InvalidArgument);
   std::vector<KvCache> empty = engine.create_kv_caches();
-  EXPECT_THROW(engine.forward({{4, 5}}, 3, empty, true), InvalidArgument);
+  EXPECT_THROW(engine.forward_last({{4, 5}}, 3, empty), InvalidArgument);
   EXPECT_THROW(engine.forward({{512}}, 3, caches), InvalidArgument);  // V = 512
   std::vector<KvCache> two_rows = engine.create_kv_caches(2);
   EXPECT_THROW(engine.forward({{1}}, 0, two_rows), ShapeError);
   ASSERT_EQ(engine.config().max_position_embeddings, 128);
   EXPECT_THROW(engine.forward({TokenIds(126, 1)}, 3, caches), ContextLengthError);
   EXPECT_EQ(caches[0].offset(), 3);
-  EXPECT_THROW(engine_generate_tokens(engine, TokenIds(120, 7),
-                                      GenerationOptions{.max_new_tokens = 9, .stop_ids = {}}),
-               ContextLengthError);
+  EXPECT_THROW(
+      generate_tokens_with_kv_cache(engine, TokenIds(120, 7),
+                                    GenerationOptions{.max_new_tokens = 9, .stop_ids = {}}),
+      ContextLengthError);
 }
 
 TEST(Int8Matvec, WithinTheActivationRoundingBoundOfTheScalarProduct) {
@@ -310,9 +311,8 @@ TEST(EngineKernels, Int8DecodeAndBf16PrefillKeepTheLogitsNearHf) {
   for (WeightFormat format : {WeightFormat::Q8, WeightFormat::Q4}) {
     SCOPED_TRACE(weight_format_name(format));
     const LogitError exact =
-        tiny_qwen2_logit_error(load_qwen2_engine(tiny_qwen2(), chapter_kernels(format)));
-    const LogitError int8 =
-        tiny_qwen2_logit_error(load_qwen2_engine(tiny_qwen2(), options(format)));
+        tiny_qwen2_logit_error(load_model(tiny_qwen2(), chapter_kernels(format)));
+    const LogitError int8 = tiny_qwen2_logit_error(load_model(tiny_qwen2(), options(format)));
     std::cout << weight_format_name(format) << ", chapter 2.3 kernels: " << exact.max_abs
               << ", int8 decode + bf16 prefill: " << int8.max_abs << ", argmax agreement "
               << int8.argmax_agreement << std::endl;
@@ -398,7 +398,7 @@ TEST(EngineKernels, Bf16PrefillWithinTheActivationRounding) {
   // per value, in every layer): measured max |error| against HF's f32 logits on the trained model
   // about 0.05 (logits ~10-20); bound 0.15. Decode (M = 1) stays exact f32 activations.
   const LogitError err =
-      tiny_qwen2_logit_error(load_qwen2_engine(tiny_qwen2(), options(WeightFormat::Bf16)));
+      tiny_qwen2_logit_error(load_model(tiny_qwen2(), options(WeightFormat::Bf16)));
   std::cout << "bf16 prefill: max |logit error| " << err.max_abs << ", argmax agreement "
             << err.argmax_agreement << std::endl;
   EXPECT_LT(err.max_abs, 0.15);

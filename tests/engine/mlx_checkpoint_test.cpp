@@ -23,9 +23,11 @@
 
 #include <gtest/gtest.h>
 
-#include "engine_fixtures.hpp"
+#include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include "engine/model/mlx_checkpoint.hpp"
-#include "engine/model/qwen2_engine.hpp"
+#include "engine_fixtures.hpp"
+
+#include "engine/load_model.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/safetensors.hpp"
@@ -48,7 +50,7 @@ Fixture oracle(const std::string& name) {
 }
 EngineOptions kernels(bool fast) {
   EngineOptions o;
-  o.int8_decode = o.bf16_prefill = fast;
+  o.kernels = fast ? Kernels::Fast : Kernels::Exact;
   return o;
 }
 
@@ -78,16 +80,14 @@ TEST(MlxCheckpoint, WeightsStayInTheirStoredFormats) {
   // E = 128, q/k/v 128 + 64 + 64 rows, I = 256, 2 layers; the tied 1283 x 128 table at 8 bits.
   const int64_t tied_layer =
       q(256, 128, 4, 64) + q(128, 128, 4, 64) + q(512, 128, 4, 64) + q(128, 256, 4, 64);
-  EXPECT_EQ(load_qwen2_engine(mlx_model(kTied), {}).weight_bytes(),
-            2 * tied_layer + q(1283, 128, 8, 64));
+  EXPECT_EQ(load_model(mlx_model(kTied), {}).weight_bytes(), 2 * tied_layer + q(1283, 128, 8, 64));
   // E = 64, q/k/v 64 + 32 + 32 rows (v at 8 bits in layer 0), I = 128 (down at 8 bits g128 in
   // layer 1); the f16 head as f32.
   const int64_t common =
       2 * q(64, 64, 4, 32) + q(32, 64, 4, 32) + q(256, 64, 4, 32);  // q, o, k, gate/up
   const int64_t layer0 = common + q(32, 64, 8, 32) + q(64, 128, 4, 32);
   const int64_t layer1 = common + q(32, 64, 4, 32) + q(64, 128, 8, 128);
-  EXPECT_EQ(load_qwen2_engine(mlx_model(kMixed), {}).weight_bytes(),
-            layer0 + layer1 + 4 * 512 * 64);
+  EXPECT_EQ(load_model(mlx_model(kMixed), {}).weight_bytes(), layer0 + layer1 + 4 * 512 * 64);
 }
 
 TEST(MlxCheckpoint, LogitsMatchHfOnTheDequantizedWeights) {
@@ -95,14 +95,14 @@ TEST(MlxCheckpoint, LogitsMatchHfOnTheDequantizedWeights) {
   // chapter 1.5's fixtures.
   for (const char* name : {kTied, kMixed}) {
     SCOPED_TRACE(name);
-    const Qwen2Engine engine = load_qwen2_engine(mlx_model(name), kernels(false));
+    const Qwen2Model engine = load_model(mlx_model(name), kernels(false));
     expect_prefill_then_decode_match(engine, oracle(name), 3, 1e-4, 1e-4);
     expect_prefill_then_decode_match(engine, oracle(name), 1, 1e-4, 1e-4);
   }
 }
 
 // The largest |engine - HF| over the fixture's 2 x 7 batch: prefill of 4 positions, then decode.
-double max_logit_error(const Qwen2Engine& engine, const Fixture& f) {
+double max_logit_error(const Qwen2Model& engine, const Fixture& f) {
   const std::vector<TokenIds> ids = id_rows(f, "ids_b2l7");
   const Tensor expected = f.tensor("logits_b2l7");
   std::vector<KvCache> caches = engine.create_kv_caches(2);
@@ -124,13 +124,11 @@ TEST(MlxCheckpoint, Int8DecodeAndBf16PrefillStayWithinTheActivationRounding) {
   // measured max |error| 0.21 (tied, logits up to 13.9) and 0.086 (mixed, logits up to 9.2), as
   // EngineKernels measures 0.55 on the trained model; bounds about 2x.
   for (const auto& [name, bound] : {std::pair{kTied, 0.45}, std::pair{kMixed, 0.18}}) {
-    const double err =
-        max_logit_error(load_qwen2_engine(mlx_model(name), kernels(true)), oracle(name));
+    const double err = max_logit_error(load_model(mlx_model(name), kernels(true)), oracle(name));
     std::cout << name << ", int8 decode + bf16 prefill: max |logit error| " << err << std::endl;
     EXPECT_LT(err, bound) << name;
     // The f32-activation kernels on the same run: the weights are the oracle's exactly.
-    EXPECT_LT(max_logit_error(load_qwen2_engine(mlx_model(name), kernels(false)), oracle(name)),
-              1e-4)
+    EXPECT_LT(max_logit_error(load_model(mlx_model(name), kernels(false)), oracle(name)), 1e-4)
         << name;
   }
 }
@@ -143,8 +141,8 @@ TEST(MlxCheckpoint, GreedyIdsEqualHf) {
     SCOPED_TRACE(name);
     const Fixture f = oracle(name);
     const std::vector<int64_t> expected = f.ints("greedy_ids");
-    const Qwen2Engine engine = load_qwen2_engine(mlx_model(name), kernels(false));
-    const Generation out = engine_generate_tokens(
+    const Qwen2Model engine = load_model(mlx_model(name), kernels(false));
+    const Generation out = generate_tokens_with_kv_cache(
         engine, id_rows(f, "greedy_prompt")[0],
         GenerationOptions{.max_new_tokens = static_cast<int64_t>(expected.size()), .stop_ids = {}});
     EXPECT_EQ(out.tokens, TokenIds(expected.begin(), expected.end()));
@@ -228,7 +226,7 @@ void expect_config_error(const std::function<void(nlohmann::json&)>& edit,
                          const std::string& part) {
   MlxVariant v(kTied);
   v.edit_quantization(edit);
-  expect_error<ConfigError>([&] { load_qwen2_engine(v.dir(), {}); }, part);
+  expect_error<ConfigError>([&] { load_model(v.dir(), {}); }, part);
 }
 
 TEST(MlxCheckpoint, UnsupportedQuantizationIsConfigError) {
@@ -255,7 +253,7 @@ TEST(MlxCheckpoint, MissingScalesOrBiasesIsFormatError) {
     MlxVariant v(kTied);
     const std::string name = std::string("model.layers.1.mlp.up_proj") + part;
     v.edit_tensors([&](std::vector<TensorToSave>& t) { erase(t, name); });
-    expect_error<FormatError>([&] { load_qwen2_engine(v.dir(), {}); }, "has no " + name);
+    expect_error<FormatError>([&] { load_model(v.dir(), {}); }, "has no " + name);
   }
 }
 
@@ -265,7 +263,7 @@ TEST(MlxCheckpoint, CodesThatAreNotU32AreFormatError) {
     TensorToSave& w = find(t, "model.layers.0.self_attn.o_proj.weight");
     w.dtype = DType::I64;
   });
-  expect_error<FormatError>([&] { load_qwen2_engine(v.dir(), {}); },
+  expect_error<FormatError>([&] { load_model(v.dir(), {}); },
                             "o_proj.weight is I64, expected U32 words of 8 codes each");
 }
 
@@ -275,7 +273,7 @@ TEST(MlxCheckpoint, WrongShapesAreShapeError) {
     v.edit_quantization([](nlohmann::json& q) {
       q["model.layers.0.self_attn.q_proj"] = {{"group_size", 64}, {"bits", 8}};
     });
-    expect_error<ShapeError>([&] { load_qwen2_engine(v.dir(), {}); },
+    expect_error<ShapeError>([&] { load_model(v.dir(), {}); },
                              "q_proj.weight has shape [128, 16], expected [128, 32]");
   }
   {  // Scales of one group too few.
@@ -287,18 +285,18 @@ TEST(MlxCheckpoint, WrongShapesAreShapeError) {
       s.values = fewer;
       s.shape = {128, 3};
     });
-    expect_error<ShapeError>([&] { load_qwen2_engine(v.dir(), {}); }, "down_proj.scales");
+    expect_error<ShapeError>([&] { load_model(v.dir(), {}); }, "down_proj.scales");
   }
 }
 
 TEST(MlxCheckpoint, OtherWeightOptionsAreInvalidArgument) {
   EngineOptions q8;
   q8.weights = {WeightFormat::Q8, 0};
-  expect_error<InvalidArgument>([&] { load_qwen2_engine(mlx_model(kTied), q8); },
+  expect_error<InvalidArgument>([&] { load_model(mlx_model(kTied), q8); },
                                 "already quantized (q4 g64 (mlx)");
   EngineOptions head;
   head.head_format = WeightFormat::Q8;
-  EXPECT_THROW(load_qwen2_engine(mlx_model(kTied), head), InvalidArgument);
+  EXPECT_THROW(load_model(mlx_model(kTied), head), InvalidArgument);
 }
 
 }  // namespace

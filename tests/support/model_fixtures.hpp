@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,19 @@
 #include "tinyllm_test.hpp"
 
 namespace tinyllm::testing {
+
+/// n prompts of random ids with lengths in [min_len, max_len] (invariance tests need no meaning).
+inline std::vector<TokenIds> random_prompts(int n, int64_t vocab, int64_t min_len, int64_t max_len,
+                                            uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int64_t> length(min_len, max_len), id(0, vocab - 1);
+  std::vector<TokenIds> prompts(static_cast<size_t>(n));
+  for (TokenIds& p : prompts) {
+    p.resize(static_cast<size_t>(length(rng)));
+    for (TokenId& t : p) t = static_cast<TokenId>(id(rng));
+  }
+  return prompts;
+}
 
 /// The rows of an int64 B x L fixture tensor (token ids).
 inline std::vector<TokenIds> id_rows(const Fixture& f, const std::string& name) {

@@ -13,6 +13,7 @@
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 #include <tinyllm/ch2_6_continuous_batching/batch_request.hpp>
 
+#include "model_fixtures.hpp"
 #include "tinyllm_test.hpp"
 
 namespace tinyllm::testing {
@@ -24,19 +25,6 @@ inline std::filesystem::path batching_fixture_model() {
 /// The embedded trained model (V 4096, context 512, E 256, 8 layers).
 inline std::filesystem::path tiny_qwen2_model() {
   return data_dir() / "models" / "tiny-qwen2";
-}
-
-/// n prompts of random ids with lengths in [min_len, max_len] (invariance tests need no meaning).
-inline std::vector<TokenIds> random_prompts(int n, int64_t vocab, int64_t min_len, int64_t max_len,
-                                            uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int64_t> length(min_len, max_len), id(0, vocab - 1);
-  std::vector<TokenIds> prompts(static_cast<size_t>(n));
-  for (TokenIds& p : prompts) {
-    p.resize(static_cast<size_t>(length(rng)));
-    for (TokenId& t : p) t = static_cast<TokenId>(id(rng));
-  }
-  return prompts;
 }
 
 /// The request alone: chapter 2.1's greedy generation with max_new_tokens capped at what fits

@@ -286,6 +286,55 @@ TEST(BatchedModel, Task2_BadArgumentsAreErrors) {
   EXPECT_EQ(caches[0].offset(0), 1);
 }
 
+TEST(BatchedModel, Task2_ForwardSequencesMatchesEachSequenceAlone) {
+  // BatchedWeek2Model::forward_sequences (one batched_forward for R sequences at their own
+  // offsets) against each sequence's own forward_last; the caches come back advanced.
+  const Qwen2ModelWeek2 model = load_qwen2_week2(testing::batching_fixture_model());
+  const BatchedWeek2Model batched(model);
+  const std::vector<TokenIds> p = random_prompts(3, model.config().vocab_size, 9, 9, 41);
+  const std::vector<int64_t> cached = {4, 0, 7};
+  for (int64_t new_tokens : {1, 2}) {
+    SCOPED_TRACE(std::to_string(new_tokens) + " new tokens per sequence");
+    std::vector<std::vector<KvCache>> own(3), alone(3);
+    std::vector<std::vector<KvCache>*> pointers;
+    std::vector<TokenIds> tokens;
+    for (size_t r = 0; r < 3; ++r) {
+      own[r] = model.create_kv_caches();
+      alone[r] = model.create_kv_caches();
+      const auto done = p[r].begin() + cached[r];
+      if (cached[r] > 0) {
+        model.forward({TokenIds(p[r].begin(), done)}, 0, own[r]);
+        model.forward({TokenIds(p[r].begin(), done)}, 0, alone[r]);
+      }
+      tokens.emplace_back(done, done + new_tokens);
+      pointers.push_back(&own[r]);
+    }
+    const Tensor logits = batched.forward_sequences(tokens, pointers);
+    ASSERT_EQ(logits.shape(), Shape({3, model.config().vocab_size}));
+    for (size_t r = 0; r < 3; ++r) {
+      const Tensor expected = model.forward_last({tokens[r]}, cached[r], alone[r]);
+      const auto row = static_cast<int64_t>(r);
+      EXPECT_TENSOR_NEAR(logits_at(logits.reshape({3, 1, logits.dim(1)}), row, 0),
+                         logits_at(expected.reshape({1, 1, expected.dim(1)}), 0, 0), kLogitAtol,
+                         kLogitRtol);
+      for (const KvCache& c : own[r]) EXPECT_EQ(c.offset(), cached[r] + new_tokens);
+    }
+  }
+  // Ragged sequences (1 and 3 new tokens) run one at a time and still match.
+  std::vector<KvCache> a = model.create_kv_caches(), b = model.create_kv_caches();
+  const Tensor ragged =
+      batched.forward_sequences({{p[0][0]}, {p[1][0], p[1][1], p[1][2]}}, {&a, &b});
+  std::vector<KvCache> b_alone = model.create_kv_caches();
+  const Tensor expected = model.forward_last({{p[1][0], p[1][1], p[1][2]}}, 0, b_alone);
+  EXPECT_TENSOR_NEAR(logits_at(ragged.reshape({2, 1, ragged.dim(1)}), 1, 0),
+                     logits_at(expected.reshape({1, 1, expected.dim(1)}), 0, 0), kLogitAtol,
+                     kLogitRtol);
+  EXPECT_EQ(b[0].offset(), 3);
+  EXPECT_THROW(batched.forward_sequences({}, {}), InvalidArgument);
+  EXPECT_THROW(batched.forward_sequences({{1}}, {nullptr}), InvalidArgument);
+  EXPECT_THROW(batched.forward_sequences({{1}, {2}}, {&a}), InvalidArgument);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Task 3
 
@@ -298,12 +347,37 @@ std::vector<BatchRequest> mixed_requests(const Qwen2ModelWeek2& model, int n, ui
   return requests;
 }
 
+// The scheduler over the Week 2 model with Task 2's batched step (BatchedWeek2Model).
 std::vector<RequestOutput> run_batched(const Qwen2ModelWeek2& model, int64_t batch_size,
                                        const std::vector<BatchRequest>& requests) {
-  ContinuousBatcher batcher(model, batch_size);
+  const BatchedWeek2Model batched(model);
+  ContinuousBatcher batcher(batched, batch_size);
   for (const BatchRequest& r : requests) batcher.submit(r);
   return batcher.run();
 }
+
+// A LanguageModel that forwards to another and records the size of every forward_sequences call.
+class CountingModel : public LanguageModel {
+ public:
+  explicit CountingModel(const LanguageModel& inner) : inner_(inner) {}
+  const Qwen2Config& config() const override { return inner_.config(); }
+  std::vector<KvCache> create_kv_caches(int64_t batch = 1) const override {
+    return inner_.create_kv_caches(batch);
+  }
+  Tensor forward(const std::vector<TokenIds>& tokens, int64_t offset,
+                 std::vector<KvCache>& caches) const override {
+    return inner_.forward(tokens, offset, caches);
+  }
+  Tensor forward_sequences(const std::vector<TokenIds>& tokens,
+                           const std::vector<std::vector<KvCache>*>& caches) const override {
+    sizes.push_back(static_cast<int64_t>(tokens.size()));
+    return inner_.forward_sequences(tokens, caches);
+  }
+  mutable std::vector<int64_t> sizes;
+
+ private:
+  const LanguageModel& inner_;
+};
 
 TEST(ContinuousBatcher, Task3_GreedyIdsEqualSingleRequestRuns) {
   const Qwen2ModelWeek2 model = load_qwen2_week2(testing::batching_fixture_model());
@@ -401,7 +475,9 @@ TEST(ContinuousBatcher, Task3_RequestsJoinAsSoonAsASlotFrees) {
   requests[0].max_new_tokens = 2;
   requests[1].max_new_tokens = 6;
   requests[2].max_new_tokens = 3;
-  ContinuousBatcher batcher(model, 2);
+  const BatchedWeek2Model batched(model);
+  const CountingModel counting(batched);
+  ContinuousBatcher batcher(counting, 2);
   for (const BatchRequest& r : requests) batcher.submit(r);
   std::vector<BatchProgress> seen;
   const std::vector<RequestOutput> out =
@@ -429,11 +505,26 @@ TEST(ContinuousBatcher, Task3_RequestsJoinAsSoonAsASlotFrees) {
   EXPECT_LT(out[0].last_token_s, out[2].first_token_s);  // request 2 started after 0 finished
   EXPECT_EQ(batcher.stats().steps, 5);
   EXPECT_TRUE(batcher.done());
+  // One model step per iteration for all active slots: 2, 2, 1 (request 2 done), 1, 1.
+  EXPECT_EQ(counting.sizes, (std::vector<int64_t>{2, 2, 2, 1, 1}));
+}
+
+TEST(ContinuousBatcher, Task3_AnyLanguageModelGivesTheSameIds) {
+  // The scheduler takes the interface: the plain Week 2 model (forward_sequences one sequence at a
+  // time, the interface's default) and BatchedWeek2Model (one batched_forward) agree.
+  const Qwen2ModelWeek2 model = load_qwen2_week2(testing::batching_fixture_model());
+  const std::vector<BatchRequest> requests = mixed_requests(model, 5, 23);
+  ContinuousBatcher plain(model, 3);
+  for (const BatchRequest& r : requests) plain.submit(r);
+  const std::vector<RequestOutput> expected = plain.run();
+  const std::vector<RequestOutput> out = run_batched(model, 3, requests);
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i].tokens, expected[i].tokens) << i;
 }
 
 TEST(ContinuousBatcher, Task3_BadRequestsAreErrors) {
   const Qwen2ModelWeek2 model = load_qwen2_week2(testing::batching_fixture_model());
-  ContinuousBatcher batcher(model, 2);
+  const BatchedWeek2Model batched(model);
+  ContinuousBatcher batcher(batched, 2);
   batcher.submit({{1, 2, 3}, 2, {}});
   EXPECT_EQ(batcher.run()[0].tokens.size(), 2u);
   EXPECT_THROW(batcher.submit({{}, 2, {}}), InvalidArgument);

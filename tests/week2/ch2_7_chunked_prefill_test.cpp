@@ -11,6 +11,7 @@
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch2_6_continuous_batching/batched_model.hpp>
 #include <tinyllm/ch2_6_continuous_batching/continuous_batching.hpp>
 #include <tinyllm/ch2_7_chunked_prefill/chunked_prefill.hpp>
 
@@ -108,7 +109,8 @@ TEST(ChunkedPrefillBatcher, Task2_GreedyIdsEqualSingleRequestRuns) {
   for (int64_t chunk : {1, 3, 32, 100}) {
     for (int64_t batch_size : {1, 2, 3, 4}) {
       SCOPED_TRACE("chunk " + std::to_string(chunk) + ", batch " + std::to_string(batch_size));
-      ChunkedPrefillBatcher batcher(model, batch_size, chunk);
+      const BatchedWeek2Model batched(model);
+      ChunkedPrefillBatcher batcher(batched, batch_size, chunk);
       for (const BatchRequest& r : requests) batcher.submit(r);
       const std::vector<RequestOutput> out = batcher.run();
       for (size_t i = 0; i < out.size(); ++i) {
@@ -125,7 +127,8 @@ TEST(ChunkedPrefillBatcher, Task2_SixteenRequestsBatch4Chunk32) {
   std::vector<BatchRequest> requests =
       requests_for(random_prompts(16, model.config().vocab_size, 5, 70, 23));
   requests[3].stop_ids = {alone(model, requests[3]).at(1)};
-  ChunkedPrefillBatcher batcher(model, 4, 32);
+  const BatchedWeek2Model batched(model);
+  ChunkedPrefillBatcher batcher(batched, 4, 32);
   for (const BatchRequest& r : requests) batcher.submit(r);
   const std::vector<RequestOutput> out = batcher.run();
   for (size_t i = 0; i < out.size(); ++i) {
@@ -145,7 +148,8 @@ TEST(ChunkedPrefillBatcher, Task2_PrefillSpendsTheBudgetBetweenDecodeSteps) {
   requests[1].max_new_tokens = 12;
   requests[2].max_new_tokens = 3;
   requests[3].max_new_tokens = 3;
-  ChunkedPrefillBatcher batcher(model, 3, 16);
+  const BatchedWeek2Model batched(model);
+  ChunkedPrefillBatcher batcher(batched, 3, 16);
   for (const BatchRequest& r : requests) batcher.submit(r);
   const int64_t n = static_cast<int64_t>(requests.size());
   // Prompt tokens prefilled so far: requests are taken in order, so all of those taken from the

@@ -29,6 +29,7 @@
 #include <tinyllm/ch1_5_qwen2_model/embedding.hpp>
 #include <tinyllm/ch1_5_qwen2_model/qwen2_model.hpp>
 #include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/language_model.hpp>
 
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
@@ -159,7 +160,9 @@ class Qwen2TransformerBlockWeek2 {
 };
 
 /// The whole Qwen2 model of Week 2: logits for L' new tokens given the caches of the earlier ones.
-class Qwen2ModelWeek2 {
+/// It is a LanguageModel (language_model.hpp), so this week's generation and batching loops, which
+/// take that interface, run it and the engine's fast model alike.
+class Qwen2ModelWeek2 : public LanguageModel {
  public:
   /// Provided. Builds the model from chapter 1.5's load_qwen2_model_weights, as Qwen2ModelWeek1
   /// does (the same tensor names and errors), with Week 2 blocks.
@@ -180,18 +183,18 @@ class Qwen2ModelWeek2 {
   /// ragged batch, batch size not the caches'), InvalidArgument (id outside [0, V), wrong number
   /// of caches, offset < 0), ContextLengthError (offset + L' > max_position_embeddings).
   Tensor forward(const std::vector<TokenIds>& tokens, int64_t offset,
-                 std::vector<KvCache>& caches) const {
+                 std::vector<KvCache>& caches) const override {
     check_forward_args(tokens, offset, caches);
     TINYLLM_TODO("ch2.1", "Task 2");
   }
 
   /// Task 2. One empty KvCache per layer for `batch` rows: H = num_key_value_heads, D = head_dim,
   /// max_seq_len = max_position_embeddings.
-  std::vector<KvCache> create_kv_caches(int64_t batch = 1) const {
+  std::vector<KvCache> create_kv_caches(int64_t batch = 1) const override {
     TINYLLM_TODO("ch2.1", "Task 2");
   }
 
-  const Qwen2Config& config() const { return config_; }
+  const Qwen2Config& config() const override { return config_; }
 
   /// Provided accessors to the parts (chapter 2.6 runs them on a batch of requests): the embedding
   /// (V x E, also the head when tie_word_embeddings), the decoder layers, the final RMSNorm and the

@@ -2,7 +2,9 @@
 // iteration
 //   1. admit: while a slot is idle and a request waits, prefill its prompt into fresh per-layer
 //      caches (chapter 2.1), pick its first token and put its caches into the slot;
-//   2. decode: ONE batched_forward step for all slots (one new token per active request);
+//   2. decode: ONE model step for all active slots (one new token each): the LanguageModel's
+//      forward_sequences, which BatchedWeek2Model runs as one batched_forward (Task 2) and the
+//      engine as one pass of its kernels over R rows;
 //   3. retire: a request that picked a stop id, reached max_new_tokens or filled the context
 //      leaves its slot, which the next iteration gives to a waiting request.
 // Requests join and leave between steps, so the batch stays full while there is work (static
@@ -23,10 +25,8 @@
 
 #include <tinyllm/ch1_6_generate/generate.hpp>
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
-#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch2_1_kv_cache/language_model.hpp>
 #include <tinyllm/ch2_6_continuous_batching/batch_request.hpp>
-#include <tinyllm/ch2_6_continuous_batching/batched_model.hpp>
-#include <tinyllm/ch2_6_continuous_batching/batching_kv_cache.hpp>
 
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tensor.hpp"
@@ -39,13 +39,11 @@ class ContinuousBatcher {
  public:
   using Clock = std::chrono::steady_clock;
 
-  /// Provided. batch_size slots over `model` (which must outlive the batcher). InvalidArgument
-  /// unless batch_size >= 1.
-  ContinuousBatcher(const Qwen2ModelWeek2& model, int64_t batch_size)
-      : model_(model),
-        caches_(batch_size >= 1 ? create_batching_kv_caches(model, batch_size)
-                                : std::vector<BatchingKvCache>{}),
-        slots_(static_cast<size_t>(std::max<int64_t>(batch_size, 0))) {
+  /// Provided. batch_size slots over `model` (which must outlive the batcher): any LanguageModel,
+  /// e.g. BatchedWeek2Model(your Week 2 model) or the engine's model. InvalidArgument unless
+  /// batch_size >= 1.
+  ContinuousBatcher(const LanguageModel& model, int64_t batch_size)
+      : model_(model), slots_(static_cast<size_t>(std::max<int64_t>(batch_size, 0))) {
     if (batch_size < 1) {
       throw InvalidArgument("ContinuousBatcher: batch_size must be >= 1, got " +
                             std::to_string(batch_size));
@@ -127,7 +125,7 @@ class ContinuousBatcher {
       BatchProgress::Slot s;
       if (slots_[b]) {
         s.request = slots_[b]->request;
-        s.offset = caches_[0].offset(static_cast<int64_t>(b));
+        s.offset = slots_[b]->caches[0].offset();
         s.generated = static_cast<int64_t>(outputs_[static_cast<size_t>(s.request)].tokens.size());
       }
       p.slots.push_back(s);
@@ -138,11 +136,19 @@ class ContinuousBatcher {
   }
 
  protected:
-  /// A request decoding in a slot: the token to feed at the next step.
+  /// A request decoding in a slot: the token to feed at the next step and its caches (one KvCache
+  /// per layer, batch 1, holding its prompt and the tokens fed so far).
   struct ActiveSlot {
     int64_t request = 0;
     TokenId next_token = 0;
+    std::vector<KvCache> caches;
   };
+
+  /// Provided. How a request's first token and every later one are picked from its logits [V]:
+  /// greedily here; a serving engine overrides it to sample with each request's settings.
+  virtual TokenId pick_token(int64_t /*request*/, const Tensor& logits) {
+    return greedy_pick(logits);
+  }
 
   /// Task 3. Chapter 2.6's admission: while a slot is idle and a request waits, take the first
   /// waiting request, prefill its whole prompt into fresh caches (model_.create_kv_caches() and
@@ -155,14 +161,14 @@ class ContinuousBatcher {
   virtual void describe_prefill(BatchProgress& /*progress*/) const {}
 
   /// Task 3. The prompt of `request` is prefilled and logits [V] are its last position's: picks
-  /// its first token greedily (greedy_pick), records first_token_s = seconds(), and hands the id to
-  /// accept_token. Returns accept_token's answer: true if the request goes on decoding (it then
-  /// needs a slot), false if it finished with its first token.
+  /// its first token (pick_token(request, logits)), records first_token_s = seconds(), and hands
+  /// the id to accept_token. Returns accept_token's answer: true if the request goes on decoding
+  /// (it then needs a slot), false if it finished with its first token.
   bool begin_decoding(int64_t request, const Tensor& logits) { TINYLLM_TODO("ch2.6", "Task 3"); }
 
-  /// Task 3. Puts a decoding request into idle `slot`: caches[i] (layer i's prefilled KvCache,
-  /// 1 x H x P x D) goes to caches_[i]'s slot (add_request on every layer), and the slot's next
-  /// token is the request's last generated id.
+  /// Task 3. Puts a decoding request into idle `slot`: the slot takes over its caches (one
+  /// prefilled KvCache per layer, 1 x H x P x D), and its next token is the request's last
+  /// generated id.
   void join(int64_t request, std::vector<KvCache> caches, int64_t slot) {
     TINYLLM_TODO("ch2.6", "Task 3");
   }
@@ -175,10 +181,11 @@ class ContinuousBatcher {
   /// Returns true if the request goes on.
   bool accept_token(int64_t request, TokenId id) { TINYLLM_TODO("ch2.6", "Task 3"); }
 
-  /// Task 3. One batched decode step: row b feeds slot b's next token at the slot's offset (idle
-  /// slots: token 0 at offset 0) through batched_forward; for every active slot, id =
-  /// greedy_pick(its row's logits [V]); accept_token(request, id); if the request finished,
-  /// remove it from slot b of every layer's cache and mark the slot idle, else next_token = id.
+  /// Task 3. One decode step for the R active slots together: sequence r is the r-th active slot,
+  /// feeding its next token with its own caches; logits = model_.forward_sequences(tokens,
+  /// caches) (R x V, one row per active slot, in slot order). For every active slot: id =
+  /// pick_token(request, its row [V]); accept_token(request, id); if the request finished the slot
+  /// becomes idle (its caches go with it), else next_token = id.
   void decode_active() { TINYLLM_TODO("ch2.6", "Task 3"); }
 
   /// Provided. The first idle slot, if any.
@@ -192,9 +199,8 @@ class ContinuousBatcher {
   double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
   int64_t context() const { return model_.config().max_position_embeddings; }
 
-  const Qwen2ModelWeek2& model_;
-  std::vector<BatchingKvCache> caches_;           // one per layer, batch_size slots each
-  std::vector<std::optional<ActiveSlot>> slots_;  // who decodes in slot b
+  const LanguageModel& model_;
+  std::vector<std::optional<ActiveSlot>> slots_;  // who decodes in slot b, with its caches
   std::vector<BatchRequest> requests_;            // every submitted request
   std::vector<RequestOutput> outputs_;            // their outputs, same order
   std::deque<int64_t> waiting_;                   // requests not started yet, oldest first

@@ -30,7 +30,7 @@
 
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
-#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch2_1_kv_cache/language_model.hpp>
 #include <tinyllm/ch2_6_continuous_batching/continuous_batching.hpp>
 
 #include "tinyllm/errors.hpp"
@@ -45,7 +45,7 @@ namespace tinyllm {
 /// the last fed position (decode_step of chapter 2.1). caches: one KvCache per layer, each 1 x H x
 /// o x D before and 1 x H x (o + n) x D after. InvalidArgument if max_tokens < 1, caches is empty
 /// or the caches already hold the whole prompt (o >= P).
-inline Tensor prefill_next_chunk(const Qwen2ModelWeek2& model, const TokenIds& prompt,
+inline Tensor prefill_next_chunk(const LanguageModel& model, const TokenIds& prompt,
                                  std::vector<KvCache>& caches, int64_t max_tokens) {
   TINYLLM_TODO("ch2.7", "Task 1");
 }
@@ -55,7 +55,7 @@ inline Tensor prefill_next_chunk(const Qwen2ModelWeek2& model, const TokenIds& p
 /// prompt position: equal to decode_step(model, prompt, caches) in one call, up to float rounding.
 /// caches: one KvCache per layer, each 1 x H x 0 x D before and 1 x H x P x D after.
 /// InvalidArgument if chunk < 1, the prompt is empty, caches is empty or not empty of positions.
-inline Tensor prefill_chunked(const Qwen2ModelWeek2& model, const TokenIds& prompt,
+inline Tensor prefill_chunked(const LanguageModel& model, const TokenIds& prompt,
                               std::vector<KvCache>& caches, int64_t chunk) {
   TINYLLM_TODO("ch2.7", "Task 1");
 }
@@ -65,7 +65,7 @@ inline Tensor prefill_chunked(const Qwen2ModelWeek2& model, const TokenIds& prom
 class ChunkedPrefillBatcher : public ContinuousBatcher {
  public:
   /// Provided. InvalidArgument unless batch_size >= 1 and prefill_chunk >= 1.
-  ChunkedPrefillBatcher(const Qwen2ModelWeek2& model, int64_t batch_size, int64_t prefill_chunk)
+  ChunkedPrefillBatcher(const LanguageModel& model, int64_t batch_size, int64_t prefill_chunk)
       : ContinuousBatcher(model, batch_size), chunk_(prefill_chunk) {
     if (prefill_chunk < 1) {
       throw InvalidArgument("ChunkedPrefillBatcher: prefill_chunk must be >= 1, got " +

@@ -55,6 +55,12 @@ class InvalidArgument : public Error {
   using Error::Error;
 };
 
+/// A number came out NaN or infinite where it must be finite: a weight in a checkpoint, a logit.
+class NumericalError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Thrown by an exercise that the learner has not written yet. It derives directly from
 /// std::exception (not from tinyllm::Error or std::logic_error) so that no error-path test can
 /// mistake a stub for a correct rejection.

@@ -14,7 +14,7 @@
 
 #include <tinyllm/ch1_6_generate/generate.hpp>
 #include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
-#include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch2_1_kv_cache/language_model.hpp>
 
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tensor.hpp"
@@ -23,12 +23,6 @@
 #include "tinyllm/tokenizer.hpp"
 
 namespace tinyllm {
-
-/// Provided. The logits of the last position of a 1 x L' x V logits tensor, as a [V] tensor.
-inline Tensor last_position_logits(const Tensor& logits) {
-  const int64_t L = logits.dim(1), V = logits.dim(2);
-  return Tensor({V}, std::vector<float>(logits.data() + (L - 1) * V, logits.data() + L * V));
-}
 
 /// Provided. The checks of chapter 1.6's generate_tokens, before any model work: InvalidArgument
 /// for an empty prompt or max_new_tokens < 0; ContextLengthError naming the three numbers if the
@@ -51,15 +45,18 @@ inline void check_generation_request(int64_t prompt_tokens, const GenerationOpti
 }
 
 /// Task 3. One step: runs the model on `tokens` (1 x L' new ids) at offset caches[0].offset(),
-/// appending to the caches, and returns the logits of the last new position as [V]. Prefill is
-/// decode_step(model, prompt, caches) on empty caches; each decode step passes one token.
-/// Throws InvalidArgument if `tokens` is empty; the model's errors otherwise.
-inline Tensor decode_step(const Qwen2ModelWeek2& model, const TokenIds& tokens,
+/// appending to the caches, and returns the logits of the last new position as [V]
+/// (model.forward_last, 1 x V, which lets a fast model skip the head for the other positions).
+/// Prefill is decode_step(model, prompt, caches) on empty caches; each decode step passes one
+/// token. Throws InvalidArgument if `tokens` or `caches` is empty; the model's errors otherwise.
+/// `model` is any LanguageModel: your Qwen2ModelWeek2 or the engine's.
+inline Tensor decode_step(const LanguageModel& model, const TokenIds& tokens,
                           std::vector<KvCache>& caches) {
   // SOLUTION BEGIN ch2.1 Task 3
   if (tokens.empty()) throw InvalidArgument("decode_step: no tokens to run");
   if (caches.empty()) throw InvalidArgument("decode_step: no caches");
-  return last_position_logits(model.forward({tokens}, caches[0].offset(), caches));
+  const Tensor last = model.forward_last({tokens}, caches[0].offset(), caches);  // 1 x V
+  return last.reshape({last.dim(1)});
   // SOLUTION END
 }
 
@@ -70,8 +67,7 @@ inline Tensor decode_step(const Qwen2ModelWeek2& model, const TokenIds& tokens,
 /// Errors, checked before the model runs (as in chapter 1.6): InvalidArgument for an empty prompt
 /// or max_new_tokens < 0; ContextLengthError if P + max_new_tokens > max_position_embeddings.
 /// With greedy_pick the ids equal chapter 1.6's (the logits agree to float rounding).
-inline Generation generate_tokens_with_kv_cache(const Qwen2ModelWeek2& model,
-                                                const TokenIds& prompt,
+inline Generation generate_tokens_with_kv_cache(const LanguageModel& model, const TokenIds& prompt,
                                                 const GenerationOptions& options,
                                                 const TokenPicker& pick = greedy_pick,
                                                 const TokenCallback& on_token = {}) {
@@ -103,7 +99,7 @@ inline Generation generate_tokens_with_kv_cache(const Qwen2ModelWeek2& model,
 /// ids = options.stop_ids or default_stop_ids(config, &tokenizer), stream every new id through one
 /// StreamingDecoder to on_text (non-empty pieces only, then finish()'s rest). Returns ids, text and
 /// the prompt's length in tokens.
-inline TextGeneration simple_generate_with_kv_cache(const Qwen2ModelWeek2& model,
+inline TextGeneration simple_generate_with_kv_cache(const LanguageModel& model,
                                                     const Tokenizer& tokenizer,
                                                     std::string_view prompt,
                                                     GenerationOptions options,

@@ -12,6 +12,8 @@
 //                              ─► RMSNorm ─► MLP ─► + residual ] x layers ─► RMSNorm ─► head
 //
 // The weights and sub-layers are chapter 2.1's (Qwen2ModelWeek2's accessors); nothing is copied.
+// BatchedWeek2Model (at the end, provided) makes this step the Week 2 model's forward_sequences,
+// the LanguageModel method that the scheduler (Task 3) calls.
 #pragma once
 
 #include <algorithm>
@@ -35,7 +37,7 @@ namespace tinyllm {
 
 /// Provided. One BatchingKvCache per layer of `model`, each with max_slots idle slots, H =
 /// num_key_value_heads, D = head_dim, max_seq_len = max_position_embeddings.
-inline std::vector<BatchingKvCache> create_batching_kv_caches(const Qwen2ModelWeek2& model,
+inline std::vector<BatchingKvCache> create_batching_kv_caches(const LanguageModel& model,
                                                               int64_t max_slots) {
   const Qwen2Config& c = model.config();
   return std::vector<BatchingKvCache>(
@@ -192,5 +194,73 @@ inline Tensor batched_forward(const Qwen2ModelWeek2& model, const std::vector<To
       h, model.config().tie_word_embeddings ? model.embedding().weight() : model.lm_head());
   // SOLUTION END
 }
+
+/// Provided. Your Week 2 model with this chapter's batched step, as a LanguageModel for the
+/// scheduler. config, create_kv_caches, forward and forward_last are the model's own;
+/// forward_sequences lends the R sequences' caches to one BatchingKvCache per layer (slot r =
+/// sequence r), runs ONE batched_forward, and hands every cache back, so each weight matrix is read
+/// once for all R sequences. Sequences with different numbers of new tokens (a batched step takes
+/// B x L) run one at a time, as the interface's default does.
+class BatchedWeek2Model : public LanguageModel {
+ public:
+  /// `model` must outlive this object.
+  explicit BatchedWeek2Model(const Qwen2ModelWeek2& model) : model_(model) {}
+
+  const Qwen2Config& config() const override { return model_.config(); }
+  std::vector<KvCache> create_kv_caches(int64_t batch = 1) const override {
+    return model_.create_kv_caches(batch);
+  }
+  Tensor forward(const std::vector<TokenIds>& tokens, int64_t offset,
+                 std::vector<KvCache>& caches) const override {
+    return model_.forward(tokens, offset, caches);
+  }
+
+  Tensor forward_sequences(const std::vector<TokenIds>& tokens,
+                           const std::vector<std::vector<KvCache>*>& caches) const override {
+    check_sequences(tokens, caches);
+    for (const TokenIds& row : tokens) {
+      if (row.size() != tokens[0].size()) return LanguageModel::forward_sequences(tokens, caches);
+    }
+    const auto R = static_cast<int64_t>(tokens.size());
+    const auto L = static_cast<int64_t>(tokens[0].size());
+    std::vector<BatchingKvCache> batch = create_batching_kv_caches(model_, R);
+    std::vector<int64_t> offsets;
+    Tensor logits;
+    try {
+      for (int64_t r = 0; r < R; ++r) {
+        std::vector<KvCache>& own = *caches[static_cast<size_t>(r)];
+        if (own.size() != batch.size()) {
+          throw InvalidArgument("BatchedWeek2Model: sequence " + std::to_string(r) + " has " +
+                                std::to_string(own.size()) + " caches for " +
+                                std::to_string(batch.size()) + " layers");
+        }
+        offsets.push_back(own[0].offset());
+        for (size_t i = 0; i < batch.size(); ++i) batch[i].add_request(std::move(own[i]), r);
+      }
+      logits = batched_forward(model_, tokens, offsets, batch);  // R x L x V
+    } catch (...) {
+      give_back(batch, caches);
+      throw;
+    }
+    give_back(batch, caches);
+    const int64_t V = logits.dim(2);
+    Tensor last({R, V});
+    for (int64_t r = 0; r < R; ++r) last.rows().row(r) = logits.matrix(r).row(L - 1);
+    return last;
+  }
+
+ private:
+  /// Every cache lent to a slot goes back to its sequence.
+  static void give_back(std::vector<BatchingKvCache>& batch,
+                        const std::vector<std::vector<KvCache>*>& caches) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (int64_t r = 0; r < batch[i].max_slots(); ++r) {
+        if (batch[i].is_active(r)) (*caches[static_cast<size_t>(r)])[i] = batch[i].take_request(r);
+      }
+    }
+  }
+
+  const Qwen2ModelWeek2& model_;
+};
 
 }  // namespace tinyllm

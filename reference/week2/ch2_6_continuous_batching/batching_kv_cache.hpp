@@ -138,6 +138,21 @@ class BatchingKvCache {
     // SOLUTION END
   }
 
+  /// Provided. Ends the request in `slot` like remove_request, but hands its cache back instead of
+  /// dropping it (BatchedWeek2Model lends caches to slots for one step). InvalidArgument if the
+  /// slot is outside [0, max_slots) or idle.
+  KvCache take_request(int64_t slot) {
+    check_slot(slot, "take_request");
+    std::optional<KvCache>& cache = slots_[static_cast<size_t>(slot)];
+    if (!cache) {
+      throw InvalidArgument("BatchingKvCache::take_request: slot " + std::to_string(slot) +
+                            " is idle");
+    }
+    KvCache out = std::move(*cache);
+    cache.reset();
+    return out;
+  }
+
   int64_t max_slots() const { return static_cast<int64_t>(slots_.size()); }
   int64_t num_heads() const { return num_heads_; }
   int64_t head_dim() const { return head_dim_; }

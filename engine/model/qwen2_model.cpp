@@ -1,0 +1,300 @@
+#include "engine/model/qwen2_model.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include <tinyllm/ch1_4_rmsnorm_mlp/mlp.hpp>
+#include <tinyllm/ch1_5_qwen2_model/embedding.hpp>
+#include <tinyllm/ch1_5_qwen2_model/qwen2_model.hpp>
+#include <tinyllm/ch2_5_parallel_flash_attention/parallel_flash_attention.hpp>
+
+#include "engine/model/attention.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
+#include "tinyllm/errors.hpp"
+
+namespace tinyllm::engine {
+namespace {
+
+// The head's spec: options.head_format, else the layers' format with q4 raised to q8; a quantized
+// head takes the layers' group size when they are quantized too, else its format's default.
+WeightSpec head_spec(const EngineOptions& options) {
+  const WeightSpec& layers = options.weights;
+  WeightSpec head{layers.format == WeightFormat::Q4 ? WeightFormat::Q8 : layers.format, 0};
+  if (options.head_format) head.format = *options.head_format;
+  if (default_group_size(head.format) != 0) head.group_size = layers.group_size;
+  return check_weight_spec(head);
+}
+
+// Columns [begin, begin + count) of an M x N tensor, as a new M x count tensor.
+Tensor columns(const Tensor& t, int64_t begin, int64_t count) {
+  Tensor out({t.dim(0), count});
+  out.rows() = t.rows().middleCols(begin, count);
+  return out;
+}
+
+// [bq; bk; bv] as one vector, the bias of the fused q/k/v product.
+Tensor concat_vectors(const std::vector<const Tensor*>& parts) {
+  int64_t n = 0;
+  for (const Tensor* p : parts) n += p->numel();
+  Tensor out({n});
+  float* dst = out.data();
+  for (const Tensor* p : parts) dst = std::copy_n(p->data(), p->numel(), dst);
+  return out;
+}
+
+}  // namespace
+
+Qwen2Model::Qwen2Model(const Qwen2Config& config, const Checkpoint& checkpoint,
+                       EngineOptions options)
+    : config_(config),
+      options_(options),
+      rope_(config.head_dim, config.max_position_embeddings, config.rope_theta,
+            /*traditional=*/false) {
+  check_supported_config(config_, "Qwen2Model");
+  if (config_.quantization) {
+    load_mlx(checkpoint);
+  } else {
+    load_dense(checkpoint);
+  }
+}
+
+void Qwen2Model::load_dense(const Checkpoint& checkpoint) {
+  options_.weights = check_weight_spec(options_.weights);
+  const WeightSpec head = head_spec(options_);
+  Qwen2ModelWeights w = load_qwen2_model_weights(checkpoint, config_);
+  const float eps = config_.rms_norm_eps;
+  for (Qwen2BlockWeights& b : w.layers) {
+    const Qwen2AttentionWeights& a = b.attention;
+    std::vector<WeightMatrix> qkv, gate_up;
+    qkv.emplace_back(stack_rows({&a.wq, &a.wk, &a.wv}), options_.weights);
+    gate_up.emplace_back(stack_rows({&b.w_gate, &b.w_up}), options_.weights);
+    layers_.push_back(Layer{
+        RMSNorm(config_.hidden_size, std::move(b.w_input_layernorm), eps),
+        RMSNorm(config_.hidden_size, std::move(b.w_post_attention_layernorm), eps),
+        StackedMatrix(std::move(qkv)),
+        WeightMatrix(a.wo, options_.weights),
+        StackedMatrix(std::move(gate_up)),
+        WeightMatrix(b.w_down, options_.weights),
+        concat_vectors({&a.bq, &a.bk, &a.bv}),
+    });
+    b = Qwen2BlockWeights{};  // frees this layer's f32 copy before the next one is converted
+  }
+  embedding_ = WeightMatrix(w.embed_tokens, head);
+  w.embed_tokens = Tensor();
+  if (!config_.tie_word_embeddings) head_.emplace(w.lm_head, head);
+  norm_.emplace(config_.hidden_size, std::move(w.norm), eps);
+}
+
+void Qwen2Model::load_mlx(const Checkpoint& checkpoint) {
+  const QuantizationConfig& q = *config_.quantization;
+  if (options_.weights.format != WeightFormat::F32 || options_.weights.group_size != 0 ||
+      options_.head_format) {
+    throw InvalidArgument(
+        "Qwen2Model: " + checkpoint.dir().string() + " is an MLX checkpoint already quantized (" +
+        mlx_quantization_name(q) + ", config.json \"quantization\"); its stored weights are used " +
+        "as they are, so EngineOptions::weights (" + weight_format_name(options_.weights.format) +
+        ") and head_format must be left at their defaults");
+  }
+  const int64_t e = config_.hidden_size, inter = config_.intermediate_size;
+  const int64_t q_rows = config_.num_attention_heads * config_.head_dim;
+  const int64_t kv_rows = config_.num_key_value_heads * config_.head_dim;
+  const float eps = config_.rms_norm_eps;
+  const auto matrix = [&](const std::string& prefix, int64_t rows, int64_t cols) {
+    return load_mlx_matrix(checkpoint, q, prefix, rows, cols);
+  };
+  const auto vector = [&](const std::string& name, int64_t n) {
+    return checkpoint.load(name, {n});
+  };
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const std::string a = p + "self_attn.", m = p + "mlp.";
+    std::vector<WeightMatrix> qkv, gate_up;
+    qkv.push_back(matrix(a + "q_proj", q_rows, e));
+    qkv.push_back(matrix(a + "k_proj", kv_rows, e));
+    qkv.push_back(matrix(a + "v_proj", kv_rows, e));
+    gate_up.push_back(matrix(m + "gate_proj", inter, e));
+    gate_up.push_back(matrix(m + "up_proj", inter, e));
+    const Tensor bq = vector(a + "q_proj.bias", q_rows), bk = vector(a + "k_proj.bias", kv_rows),
+                 bv = vector(a + "v_proj.bias", kv_rows);
+    layers_.push_back(Layer{
+        RMSNorm(e, vector(p + "input_layernorm.weight", e), eps),
+        RMSNorm(e, vector(p + "post_attention_layernorm.weight", e), eps),
+        StackedMatrix(std::move(qkv)),
+        matrix(a + "o_proj", e, q_rows),
+        StackedMatrix(std::move(gate_up)),
+        matrix(m + "down_proj", e, inter),
+        concat_vectors({&bq, &bk, &bv}),
+    });
+  }
+  embedding_ = matrix("model.embed_tokens", config_.vocab_size, e);
+  if (!config_.tie_word_embeddings) head_.emplace(matrix("lm_head", config_.vocab_size, e));
+  norm_.emplace(e, vector("model.norm.weight", e), eps);
+}
+
+std::vector<KvCache> Qwen2Model::create_kv_caches(int64_t batch) const {
+  return std::vector<KvCache>(static_cast<size_t>(config_.num_hidden_layers),
+                              KvCache(batch, config_.num_key_value_heads, config_.head_dim,
+                                      config_.max_position_embeddings));
+}
+
+int64_t Qwen2Model::weight_bytes() const {
+  int64_t n = head_ ? head_->bytes() : embedding_.bytes();
+  for (const Layer& l : layers_) {
+    n += l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes();
+  }
+  return n;
+}
+
+std::string Qwen2Model::precision() const {
+  if (config_.quantization) return mlx_quantization_name(*config_.quantization);
+  const WeightSpec& w = options_.weights;
+  std::string name = weight_format_name(w.format);
+  if (w.group_size != 0) name += " g" + std::to_string(w.group_size);
+  const WeightMatrix& head = head_ ? *head_ : embedding_;
+  if (head.format() != w.format) name += " (head " + weight_format_name(head.format()) + ")";
+  return name;
+}
+
+KernelChoice Qwen2Model::kernel_choice() const {
+  const bool fast = options_.kernels == Kernels::Fast;
+  return KernelChoice{options_.threads, fast, fast};
+}
+
+void Qwen2Model::add_group(Step& step, const std::vector<TokenIds>& tokens,
+                           std::vector<KvCache>& caches, const char* who) const {
+  check_token_batch(tokens, config_.vocab_size, who);
+  const auto batch = static_cast<int64_t>(tokens.size());
+  const auto length = static_cast<int64_t>(tokens[0].size());
+  if (caches.size() != layers_.size()) {
+    throw InvalidArgument(std::string(who) + ": got " + std::to_string(caches.size()) +
+                          " caches for " + std::to_string(layers_.size()) + " layers");
+  }
+  const int64_t offset = caches[0].offset();
+  for (const KvCache& cache : caches) {
+    if (cache.batch() != batch) {
+      throw ShapeError(std::string(who) + ": " + std::to_string(batch) +
+                       " rows of tokens, but the caches hold " + std::to_string(cache.batch()));
+    }
+    if (cache.offset() != offset) {
+      throw InvalidArgument(std::string(who) + ": the layers' caches hold different numbers of " +
+                            "positions (" + std::to_string(offset) + " and " +
+                            std::to_string(cache.offset()) + ")");
+    }
+  }
+  if (offset + length > config_.max_position_embeddings) {
+    throw ContextLengthError(
+        std::string(who) + ": " + std::to_string(offset) + " cached + " + std::to_string(length) +
+        " new tokens do not fit into the context of " +
+        std::to_string(config_.max_position_embeddings) + " (max_position_embeddings)");
+  }
+  step.groups.push_back(StepGroup{&caches, batch, length, offset, step.rows});
+  for (const TokenIds& row : tokens) step.ids.insert(step.ids.end(), row.begin(), row.end());
+  step.rows += batch * length;
+}
+
+Tensor Qwen2Model::forward(const std::vector<TokenIds>& tokens, int64_t offset,
+                           std::vector<KvCache>& caches) const {
+  Step step;
+  add_group(step, tokens, caches, "Qwen2Model::forward");
+  if (offset != step.groups[0].offset) {
+    throw InvalidArgument("Qwen2Model::forward: offset " + std::to_string(offset) +
+                          " but the caches hold " + std::to_string(step.groups[0].offset) +
+                          " positions");
+  }
+  const Tensor logits = run(step, /*last_only=*/false);
+  return logits.reshape({step.groups[0].batch, step.groups[0].length, config_.vocab_size});
+}
+
+Tensor Qwen2Model::forward_last(const std::vector<TokenIds>& tokens, int64_t offset,
+                                std::vector<KvCache>& caches) const {
+  Step step;
+  add_group(step, tokens, caches, "Qwen2Model::forward_last");
+  if (offset != step.groups[0].offset) {
+    throw InvalidArgument("Qwen2Model::forward_last: offset " + std::to_string(offset) +
+                          " but the caches hold " + std::to_string(step.groups[0].offset) +
+                          " positions");
+  }
+  return run(step, /*last_only=*/true);
+}
+
+Tensor Qwen2Model::forward_sequences(const std::vector<TokenIds>& tokens,
+                                     const std::vector<std::vector<KvCache>*>& caches) const {
+  check_sequences(tokens, caches);
+  Step step;
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    add_group(step, {tokens[r]}, *caches[r], "Qwen2Model::forward_sequences");
+  }
+  return run(step, /*last_only=*/true);
+}
+
+Tensor Qwen2Model::layer_forward(const Layer& layer, const Tensor& x, const Step& step,
+                                 size_t index) const {
+  const KernelChoice how = kernel_choice();
+  Tensor qkv = layer.qkv.matmul(layer.input_norm.forward(x), how);
+  qkv.rows().rowwise() += layer.qkv_bias.rows().row(0);
+  const Tensor o = step_attention(config_, rope_, qkv, step, index, options_.threads);
+  Tensor h = layer.wo.matmul(o, how);
+  h.rows() += x.rows();
+  const Tensor gate_up = layer.gate_up.matmul(layer.post_norm.forward(h), how);
+  const int64_t inter = config_.intermediate_size;
+  Tensor act = silu(columns(gate_up, 0, inter));
+  act.rows().array() *= gate_up.rows().rightCols(inter).array();
+  Tensor out = layer.down.matmul(act, how);
+  out.rows() += h.rows();
+  return out;
+}
+
+Tensor Qwen2Model::run(const Step& step, bool last_only) const {
+  const int64_t e = config_.hidden_size;
+  Tensor x({step.rows, e});
+  for (int64_t m = 0; m < step.rows; ++m) {
+    embedding_.rows_f32(step.ids[static_cast<size_t>(m)], 1, x.data() + m * e);
+  }
+  for (size_t i = 0; i < layers_.size(); ++i) x = layer_forward(layers_[i], x, step, i);
+  std::vector<int64_t> kept;  // activation row of each logits row
+  if (last_only) {
+    kept = step.last_rows();
+    Tensor last({static_cast<int64_t>(kept.size()), e});
+    for (size_t r = 0; r < kept.size(); ++r) {
+      last.rows().row(static_cast<int64_t>(r)) = x.rows().row(kept[r]);
+    }
+    x = std::move(last);
+  }
+  const Tensor logits = (head_ ? *head_ : embedding_).matmul(norm_->forward(x), kernel_choice());
+  check_finite(logits, step, kept);
+  return logits;
+}
+
+void Qwen2Model::check_finite(const Tensor& logits, const Step& step,
+                              const std::vector<int64_t>& kept) const {
+  const int64_t V = logits.dim(1);
+  for (int64_t r = 0; r < logits.dim(0); ++r) {
+    const float* row = logits.data() + r * V;
+    const float* bad = std::find_if(row, row + V, [](float v) { return !std::isfinite(v); });
+    if (bad == row + V) continue;
+    const int64_t m = kept.empty() ? r : kept[static_cast<size_t>(r)];
+    // Which sequence row and position the activation row m is.
+    int64_t sequence = 0, position = 0;
+    for (const StepGroup& g : step.groups) {
+      if (m < g.first_row + g.batch * g.length) {
+        const int64_t local = m - g.first_row;
+        sequence += local / g.length;
+        position = g.offset + local % g.length;
+        break;
+      }
+      sequence += g.batch;
+    }
+    throw NumericalError("the model's logits are not finite (" + std::to_string(*bad) +
+                         " for token id " + std::to_string(bad - row) + ") for sequence " +
+                         std::to_string(sequence) + " at position " + std::to_string(position) +
+                         ": a weight or an activation overflowed or is NaN; check the checkpoint "
+                         "(non-finite weights are found at load time unless the scan was turned "
+                         "off)");
+  }
+}
+
+}  // namespace tinyllm::engine

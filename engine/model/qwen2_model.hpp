@@ -1,0 +1,126 @@
+// The engine's Qwen2 model: how the chapters add up to a fast Qwen2 on a CPU (provided code, not
+// an exercise). It is a LanguageModel (chapter 2.1's interface), so chapter 2.1's generation,
+// chapter 2.6/2.7's schedulers and the serving core (engine/serving) drive it unchanged.
+//
+// One step (step.hpp) runs M activation rows — B x L' of forward, or the R ragged sequences of
+// forward_sequences — through the layers together, so each weight matrix is read once per step:
+//
+//   ids (M) --(embedding rows, any format: WeightMatrix::rows_f32)--> x: M x E, f32
+//   per layer:
+//     h   = RMSNorm(x)                                   ch1.4 RMSNorm
+//     qkv = h [Wq; Wk; Wv]^T + [bq; bk; bv]              one fused WeightMatrix: M rows at once
+//     o   = step_attention(qkv, caches)                  attention.hpp: ch1.2 RoPE per sequence
+//                                                        offset, ch2.1 KvCache::append, ch2.5
+//                                                        attend_kv_range on zero-copy cache views
+//     x  += o Wo^T
+//     h   = RMSNorm(x)
+//     x  += (silu(h Wg^T) * h Wu^T) Wd^T                 [Wg; Wu] fused; ch1.4 silu
+//   x = RMSNorm(x); logits = x Head^T  (forward_last / forward_sequences: only the last row of each
+//   sequence, so prefill skips the V x E head for L'-1 positions)
+//
+// Weights: every linear layer and the head in one WeightSpec (f32, bf16, q8 or q4;
+// weight_matrix.hpp), activations, norms, biases and the KV cache in f32. A tied embedding is
+// stored once and serves as both table and head. An MLX checkpoint's layers come as they are stored
+// (mlx_checkpoint.hpp), each in its own format. The head of a q4 model is q8 by default
+// (head_format): the head turns the last hidden state straight into logits, nothing after it
+// averages its rounding out, and it is a quarter of a 0.5B model's weights; llama.cpp's Q4_0 keeps
+// its tied embedding in Q8_0 too. Every matrix product and the attention use `threads` OpenMP
+// threads (0: OpenMP's default). Kernels: `kernels` picks the fast ones (int8 activations for
+// q8/q4 decode, bf16 activations for prefill) or the exact ones (f32 activations; only the float
+// summation order differs from a plain product); engine/README.md has the table and the bounds.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <tinyllm/ch1_2_rope/rope.hpp>
+#include <tinyllm/ch1_4_rmsnorm_mlp/rmsnorm.hpp>
+#include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
+#include <tinyllm/ch2_1_kv_cache/language_model.hpp>
+
+#include "engine/kernels/weight_matrix.hpp"
+#include "engine/model/step.hpp"
+#include "tinyllm/config.hpp"
+#include "tinyllm/safetensors.hpp"
+#include "tinyllm/tensor.hpp"
+#include "tinyllm/token.hpp"
+
+namespace tinyllm::engine {
+
+/// Which kernels the engine's products run (weight_matrix.hpp's KernelChoice).
+enum class Kernels {
+  Fast,   // int8 activations for q8/q4 decode (VNNI), bf16 activations for prefill (AVX512-BF16)
+  Exact,  // f32 activations everywhere: equal to a plain product up to float summation order
+};
+
+struct EngineOptions {
+  WeightSpec weights;                       // every linear layer
+  std::optional<WeightFormat> head_format;  // the head (and a tied table); default: see above
+  int threads = 0;                          // 0: OpenMP's default
+  Kernels kernels = Kernels::Fast;
+};
+
+class Qwen2Model : public LanguageModel {
+ public:
+  /// Loads an HF Qwen2 checkpoint (f32, bf16 or f16 on disk, as chapter 1.5 loads it) and
+  /// converts each linear layer to options.weights. Errors: those of chapter 1.5's loader
+  /// (FormatError, ShapeError, ConfigError), InvalidArgument for a bad format or group size,
+  /// ShapeError when E or I is not a multiple of the group size.
+  /// An MLX quantized checkpoint (config.quantization; mlx_checkpoint.hpp) keeps its stored codes:
+  /// options.weights and head_format must be left at their defaults (InvalidArgument otherwise),
+  /// and load_mlx_matrix's errors apply.
+  Qwen2Model(const Qwen2Config& config, const Checkpoint& checkpoint, EngineOptions options);
+
+  const Qwen2Config& config() const override { return config_; }
+  std::vector<KvCache> create_kv_caches(int64_t batch = 1) const override;
+  /// The LanguageModel methods; the same checks and errors as chapter 2.1's Qwen2ModelWeek2, plus
+  /// NumericalError when a logit comes out NaN or infinite (naming the row and position).
+  Tensor forward(const std::vector<TokenIds>& tokens, int64_t offset,
+                 std::vector<KvCache>& caches) const override;
+  Tensor forward_last(const std::vector<TokenIds>& tokens, int64_t offset,
+                      std::vector<KvCache>& caches) const override;
+  Tensor forward_sequences(const std::vector<TokenIds>& tokens,
+                           const std::vector<std::vector<KvCache>*>& caches) const override;
+
+  const EngineOptions& options() const { return options_; }
+  /// "bf16", "q4 g64 (head q8)", "q4 g64 (mlx)": the weights, for reports.
+  std::string precision() const;
+  /// Weight bytes one decode step reads (every layer once, plus the head).
+  int64_t weight_bytes() const;
+  void set_threads(int threads) { options_.threads = threads; }
+  void set_kernels(Kernels kernels) { options_.kernels = kernels; }
+
+ private:
+  struct Layer {
+    RMSNorm input_norm, post_norm;
+    StackedMatrix qkv;
+    WeightMatrix wo;
+    StackedMatrix gate_up;
+    WeightMatrix down;
+    Tensor qkv_bias;  // (H_q + 2 H) D
+  };
+  void load_dense(const Checkpoint& checkpoint);
+  void load_mlx(const Checkpoint& checkpoint);
+  /// Checks a group's ids and caches (the errors of Qwen2ModelWeek2::forward) and adds it.
+  void add_group(Step& step, const std::vector<TokenIds>& tokens, std::vector<KvCache>& caches,
+                 const char* who) const;
+  /// Runs the step; logits of every activation row, or of step.last_rows() only.
+  Tensor run(const Step& step, bool last_only) const;
+  Tensor layer_forward(const Layer& layer, const Tensor& x, const Step& step, size_t index) const;
+  /// NumericalError naming the sequence and position of the first non-finite logit.
+  void check_finite(const Tensor& logits, const Step& step, const std::vector<int64_t>& kept) const;
+  KernelChoice kernel_choice() const;
+
+  Qwen2Config config_;
+  EngineOptions options_;
+  std::vector<Layer> layers_;
+  WeightMatrix embedding_;            // V x E: the table (and the head when tied)
+  std::optional<WeightMatrix> head_;  // V x E, untied checkpoints only
+  std::optional<RMSNorm> norm_;
+  RoPE rope_;
+};
+
+}  // namespace tinyllm::engine
