@@ -370,6 +370,37 @@ TEST(Model, Task3_WrongShapeIsShapeErrorNamingTensorAndShapes) {
   }
 }
 
+// config.json parses Qwen2-MoE and scaled-RoPE configs (core), but the dense model of this chapter
+// runs neither: the provided check says so before any weight is read.
+TEST(Model, Task3_MoeAndScaledRopeConfigsAreConfigError) {
+  const Checkpoint checkpoint = Checkpoint::open(model_dir(kTied));
+  // The control: the same config without them builds the model.
+  const Qwen2ModelWeek1 plain(config_of(kTied), checkpoint);
+  EXPECT_FALSE(plain.config().moe);
+  Qwen2Config moe = config_of(kTied);
+  moe.moe.emplace();
+  moe.moe->num_experts = 4;
+  moe.moe->num_experts_per_tok = 2;
+  moe.moe->moe_intermediate_size = 8;
+  try {
+    Qwen2ModelWeek1 model(moe, checkpoint);
+    ADD_FAILURE() << "a Qwen2-MoE config was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Qwen2ModelWeek1"));
+    EXPECT_THAT(e.what(), HasSubstr("MoE"));
+  }
+  Qwen2Config yarn = config_of(kTied);
+  yarn.rope_scaling.emplace();
+  yarn.rope_scaling->type = RopeScaling::Type::Yarn;
+  yarn.rope_scaling->factor = 4.0f;
+  try {
+    Qwen2ModelWeek1 model(yarn, checkpoint);
+    ADD_FAILURE() << "a yarn rope_scaling was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("rope_scaling \"yarn\""));
+  }
+}
+
 TEST(Model, Task3_RejectsBadTokenBatches) {
   const Qwen2ModelWeek1 model = load_qwen2_week1(model_dir(kTied));
   const TokenId V = static_cast<TokenId>(model.config().vocab_size);
