@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -367,6 +368,22 @@ TEST(Model, Task3_WrongShapeIsShapeErrorNamingTensorAndShapes) {
     EXPECT_THAT(e.what(), HasSubstr(name));
     EXPECT_THAT(e.what(), HasSubstr("[32, 64]"));
     EXPECT_THAT(e.what(), HasSubstr("[64, 32]"));
+  }
+}
+
+// A NaN in one weight stops the load (Checkpoint's scan) with an error naming the tensor, instead
+// of a model that prints garbage.
+TEST(Model, Task3_NonFiniteWeightIsNumericalErrorNamingIt) {
+  const std::string name = "model.layers.1.mlp.down_proj.weight";
+  Tensor down = Checkpoint::open(model_dir(kTied)).load(name);
+  down.data()[5] = std::numeric_limits<float>::quiet_NaN();
+  const EditedCheckpoint edited(kTied, "", name, down);
+  try {
+    load_qwen2_week1(edited.dir());
+    ADD_FAILURE() << "a NaN in " << name << " was accepted";
+  } catch (const NumericalError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(name));
+    EXPECT_THAT(e.what(), HasSubstr("nan"));
   }
 }
 
