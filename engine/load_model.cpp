@@ -20,13 +20,13 @@ Qwen2Config load_model_config(const fs::path& dir) {
   return load_qwen2_config(file);
 }
 
-Qwen2Model load_model(const fs::path& dir, const EngineOptions& options) {
-  return load_model(dir, load_model_config(dir), options);
+Qwen2Model load_model(const fs::path& dir, const EngineOptions& options, CheckTensors check) {
+  return load_model(dir, load_model_config(dir), options, check);
 }
 
-Qwen2Model load_model(const fs::path& dir, const Qwen2Config& config,
-                      const EngineOptions& options) {
-  return Qwen2Model(config, Checkpoint::open(dir), options);
+Qwen2Model load_model(const fs::path& dir, const Qwen2Config& config, const EngineOptions& options,
+                      CheckTensors check) {
+  return Qwen2Model(config, Checkpoint::open(dir, check), options);
 }
 
 }  // namespace tinyllm::engine

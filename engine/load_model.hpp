@@ -13,6 +13,7 @@
 
 #include "engine/model/qwen2_model.hpp"
 #include "tinyllm/config.hpp"
+#include "tinyllm/safetensors.hpp"
 
 namespace tinyllm::engine {
 
@@ -22,11 +23,14 @@ namespace tinyllm::engine {
 Qwen2Config load_model_config(const std::filesystem::path& dir);
 
 /// The model in `dir` with `options`. Errors: load_model_config's, then Qwen2Model's (FormatError
-/// for missing or corrupt weights, ShapeError, InvalidArgument for options an MLX checkpoint
-/// contradicts, NumericalError for non-finite weights).
-Qwen2Model load_model(const std::filesystem::path& dir, const EngineOptions& options = {});
+/// for missing or corrupt weights, DTypeError for integer codes where a float weight belongs,
+/// ShapeError, InvalidArgument for options an MLX checkpoint contradicts, NumericalError for
+/// non-finite weights: the load-time scan of `check`, on by default below 2 GiB, as llama.cpp's
+/// --check-tensors).
+Qwen2Model load_model(const std::filesystem::path& dir, const EngineOptions& options = {},
+                      CheckTensors check = CheckTensors::Auto);
 /// The same with the config already parsed (a front-end that needed it first).
 Qwen2Model load_model(const std::filesystem::path& dir, const Qwen2Config& config,
-                      const EngineOptions& options);
+                      const EngineOptions& options, CheckTensors check = CheckTensors::Auto);
 
 }  // namespace tinyllm::engine

@@ -303,7 +303,8 @@ int run_batch(const CommandLine& cl) {
   }
   const Tokenizer tokenizer = Tokenizer::from_file(dir / "tokenizer.json");
   const Qwen2Config config = engine::load_model_config(dir);
-  const LoadedModel loaded = load_chosen_model(dir, config, engine_choice(cl, dir, config));
+  const LoadedModel loaded =
+      load_chosen_model(dir, config, engine_choice(cl, dir, config), check_tensors_flag(cl));
   const TokenIds stop_ids = default_stop_ids(config, &tokenizer);
 
   engine::LLMEngine engine(*loaded.model, {batch_size, chunk, 0});

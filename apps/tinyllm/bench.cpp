@@ -104,10 +104,11 @@ struct BenchModel {
 };
 
 BenchModel load_bench_model(const fs::path& dir, const Qwen2Config& config,
-                            const std::optional<engine::EngineOptions>& options) {
+                            const std::optional<engine::EngineOptions>& options,
+                            CheckTensors check) {
   BenchModel m;
   const auto start = Clock::now();
-  m.loaded = load_chosen_model(dir, config, options);
+  m.loaded = load_chosen_model(dir, config, options, check);
   m.load_s = std::chrono::duration<double>(Clock::now() - start).count();
   return m;
 }
@@ -222,7 +223,7 @@ int run_bench(const CommandLine& cl) {
   std::printf("| model | params | weights | threads | test | t/s |\n");
   std::printf("| --- | ---: | --- | ---: | ---: | ---: |\n");
   for (const std::optional<engine::EngineOptions>& precision : precisions) {
-    const BenchModel model = load_bench_model(dir, config, precision);
+    const BenchModel model = load_bench_model(dir, config, precision, check_tensors_flag(cl));
     const double bytes = static_cast<double>(model.loaded.weight_bytes);
     std::fprintf(stderr,
                  "loaded %s in %.1f s: %.1f M parameters, weights %s (%.0f MB read per token)\n",

@@ -12,7 +12,10 @@ namespace {
 const char* const kModelHelp =
     "  --model DIR         a Hugging Face Qwen2 directory (config.json, *.safetensors, "
     "tokenizer.json);\n"
-    "                      default: $TINYLLM_MODEL_DIR, else the embedded data/models/tiny-qwen2\n";
+    "                      default: $TINYLLM_MODEL_DIR, else the embedded data/models/tiny-qwen2\n"
+    "  --check-tensors W   scan the weights for NaN and infinity as they load: auto (default: "
+    "below\n"
+    "                      2 GiB of weights), always, never (as llama.cpp's --check-tensors)\n";
 
 const char* const kSamplingHelp =
     "  --temperature T     0 = greedy (default); > 0 samples from softmax(logits / T)\n"
@@ -52,8 +55,8 @@ std::string trim(const std::string& s) {
 const std::vector<CommandSpec>& command_specs() {
   static const std::vector<CommandSpec> specs = {
       {"chat",
-       {"model", "prompt", "system", "temperature", "top-k", "top-p", "seed", "max-tokens",
-        "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size"},
+       {"model", "check-tensors", "prompt", "system", "temperature", "top-k", "top-p", "seed",
+        "max-tokens", "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size"},
        std::string(
            "usage: tinyllm chat [--prompt TEXT] [--system TEXT] [options]\n\n"
            "Chats with the model through the Qwen2 chat template, streaming the answer to stdout.\n"
@@ -67,8 +70,8 @@ const std::vector<CommandSpec>& command_specs() {
            "  --system TEXT       the system prompt (default \"You are a helpful assistant.\")\n") +
            kSamplingHelp + kEngineHelp + kModelHelp},
       {"generate",
-       {"model", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens", "kv-cache",
-        "no-kv-cache", "dtype", "quantize", "group-size"},
+       {"model", "check-tensors", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens",
+        "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size"},
        std::string(
            "usage: tinyllm generate --prompt TEXT [options]\n\n"
            "Continues raw text (no chat template), streaming the continuation to stdout.\n\n"
@@ -85,7 +88,7 @@ const std::vector<CommandSpec>& command_specs() {
                    "  --text TEXT         the text to encode (required)\n") +
            kModelHelp},
       {"logits",
-       {"model", "ids", "out", "dtype", "quantize", "group-size", "fast"},
+       {"model", "check-tensors", "ids", "out", "dtype", "quantize", "group-size", "fast"},
        std::string(
            "usage: tinyllm logits --ids 1,2,3 --out FILE [--model DIR]\n\n"
            "Runs the model once on the ids (a batch of one) and writes the logits of every "
@@ -105,8 +108,8 @@ const std::vector<CommandSpec>& command_specs() {
            "runs them\n") +
            kModelHelp},
       {"bench",
-       {"model", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed", "precision",
-        "group-size", "parallel"},
+       {"model", "check-tensors", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed",
+        "precision", "group-size", "parallel"},
        std::string(
            "usage: tinyllm bench [--model DIR] [-p 512] [-n 128] [-t 1,2] [-r 5] [--json FILE]\n\n"
            "Measures like llama-bench: prefill of -p random token ids in one call (test ppN) and\n"
@@ -132,8 +135,8 @@ const std::vector<CommandSpec>& command_specs() {
            "  --json FILE         also write the results as JSON\n") +
            kModelHelp},
       {"batch",
-       {"model", "prompt", "prompts-file", "batch-size", "prefill-chunk", "max-tokens", "check",
-        "dtype", "quantize", "group-size"},
+       {"model", "check-tensors", "prompt", "prompts-file", "batch-size", "prefill-chunk",
+        "max-tokens", "check", "dtype", "quantize", "group-size"},
        std::string(
            "usage: tinyllm batch [--prompts-file FILE | --prompt TEXT ...] [options]\n\n"
            "Answers N chat prompts together: continuous batching (chapter 2.6) with chunked "

@@ -27,6 +27,7 @@
 #include "tinyllm/chat_template.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
+#include "tinyllm/numerics.hpp"
 #include "tinyllm/safetensors.hpp"
 #include "tinyllm/tokenizer.hpp"
 
@@ -72,20 +73,6 @@ bool use_kv_cache(const CommandLine& cl) {
   return TINYLLM_KV_CACHE_DEFAULT != 0;
 }
 
-// The NumericalError for a logit that is NaN or infinite at `position` (a broken checkpoint or an
-// overflow); generation stops there instead of printing garbage.
-void check_finite_logits(const Tensor& logits, int64_t position) {
-  const float* v = logits.data();
-  for (int64_t i = 0; i < logits.numel(); ++i) {
-    if (!std::isfinite(v[i])) {
-      throw NumericalError("the logits at position " + std::to_string(position) +
-                           " are not finite (" + std::to_string(v[i]) + " for token id " +
-                           std::to_string(i) + "); the checkpoint's weights or an overflow " +
-                           "made them NaN or infinite, so generation stops here");
-    }
-  }
-}
-
 // Everything one generation needs, shared by `chat` and `generate`: the tokenizer and either a
 // LanguageModel (chapter 2.1's generation with a KV cache, on the model model_choice.hpp picks)
 // or, with --no-kv-cache, chapter 1.6's model and its full recompute.
@@ -109,9 +96,9 @@ struct Session {
       throw UsageError("--dtype/--quantize always use the KV cache");
     }
     if (use_kv_cache(cl) || fast) {
-      cached = load_chosen_model(dir, config, fast);
+      cached = load_chosen_model(dir, config, fast, check_tensors_flag(cl));
     } else {
-      recompute.emplace(config, Checkpoint::open(dir));
+      recompute.emplace(config, Checkpoint::open(dir, check_tensors_flag(cl)));
     }
     if (tokenizer.vocab_size() > config.vocab_size) {
       throw ConfigError("tokenizer.json in " + quoted(dir) + " has " +
@@ -150,7 +137,8 @@ struct Session {
     Clock::time_point first = start, last = start;
     int64_t picks = 0;
     const TokenPicker timed = [&](const Tensor& logits) {
-      check_finite_logits(logits, prompt_tokens + picks);
+      // The logits of pick n come from position P + n - 1: a NaN there stops generation.
+      check_finite_logits(logits, prompt_tokens + picks - 1, "generate");
       const TokenId id = inner(logits);
       last = Clock::now();
       if (picks++ == 0) first = last;
@@ -301,11 +289,11 @@ int run_logits(const CommandLine& cl) {
   }
   Tensor logits;  // 1 x L x V
   if (fast) {
-    const LoadedModel loaded = load_chosen_model(dir, config, fast);
+    const LoadedModel loaded = load_chosen_model(dir, config, fast, check_tensors_flag(cl));
     std::vector<KvCache> caches = loaded.model->create_kv_caches();
     logits = loaded.model->forward({ids}, 0, caches);
   } else {
-    logits = Qwen2ModelWeek1(config, Checkpoint::open(dir)).forward({ids});
+    logits = Qwen2ModelWeek1(config, Checkpoint::open(dir, check_tensors_flag(cl))).forward({ids});
   }
   const int64_t V = logits.dim(-1);
   if (ext == ".safetensors") {

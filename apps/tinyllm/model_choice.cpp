@@ -73,18 +73,28 @@ std::optional<engine::EngineOptions> engine_choice(const CommandLine& cl, const 
   return options;
 }
 
+CheckTensors check_tensors_flag(const CommandLine& cl) {
+  if (!cl.has("check-tensors")) return CheckTensors::Auto;
+  const std::string& v = cl.flags.at("check-tensors");
+  if (v == "auto") return CheckTensors::Auto;
+  if (v == "always") return CheckTensors::Always;
+  if (v == "never") return CheckTensors::Never;
+  throw UsageError("--check-tensors must be auto, always or never, got '" + v + "'");
+}
+
 LoadedModel load_chosen_model(const fs::path& dir, const Qwen2Config& config,
-                              const std::optional<engine::EngineOptions>& engine_options) {
+                              const std::optional<engine::EngineOptions>& engine_options,
+                              CheckTensors check) {
   LoadedModel out;
   if (engine_options) {
-    auto model =
-        std::make_unique<engine::Qwen2Model>(engine::load_model(dir, config, *engine_options));
+    auto model = std::make_unique<engine::Qwen2Model>(
+        engine::load_model(dir, config, *engine_options, check));
     out.weights = model->precision();
     out.weight_bytes = model->weight_bytes();
     out.model = std::move(model);
     return out;
   }
-  auto model = std::make_unique<CourseModel>(Qwen2ModelWeek2(config, Checkpoint::open(dir)));
+  auto model = std::make_unique<CourseModel>(Qwen2ModelWeek2(config, Checkpoint::open(dir, check)));
   out.weights = "f32 (course model)";
   const int64_t e = config.hidden_size, layers = config.num_hidden_layers;
   const int64_t kv = config.num_key_value_heads * config.head_dim;

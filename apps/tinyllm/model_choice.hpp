@@ -24,6 +24,7 @@
 #include "cli.hpp"
 #include "engine/load_model.hpp"
 #include "tinyllm/config.hpp"
+#include "tinyllm/safetensors.hpp"
 
 namespace tinyllm::app {
 
@@ -41,8 +42,13 @@ std::optional<engine::EngineOptions> engine_choice(const CommandLine& cl,
                                                    const Qwen2Config& config);
 
 /// Loads the chosen model (config.json already parsed: it is not read again).
+/// check: the load-time scan for NaN and infinity (--check-tensors; Checkpoint::open).
 LoadedModel load_chosen_model(const std::filesystem::path& dir, const Qwen2Config& config,
-                              const std::optional<engine::EngineOptions>& engine_options);
+                              const std::optional<engine::EngineOptions>& engine_options,
+                              CheckTensors check);
+
+/// --check-tensors auto|always|never (default auto: on below 2 GiB of weights).
+CheckTensors check_tensors_flag(const CommandLine& cl);
 
 /// The UsageError for `what` (e.g. "--quantize q8") asked of an MLX checkpoint, whose weights are
 /// already quantized (config.json "quantization"): it runs on the engine with its stored weights.

@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "tinyllm/errors.hpp"
-#include "tinyllm/moe_config.hpp"
 
 namespace tinyllm {
 namespace {
@@ -121,8 +120,8 @@ class Fields {
   const std::string& source_;
 };
 
-// Which family a config.json must describe: its model_type, or (for configs without one) the class
-// name its "architectures" list must contain.
+// The families a config.json may describe: its model_type, or (for configs without one) the class
+// name its "architectures" list contains.
 struct Architecture {
   const char* model_type;
   const char* class_name;
@@ -130,21 +129,17 @@ struct Architecture {
 constexpr Architecture kQwen2{"qwen2", "Qwen2ForCausalLM"};
 constexpr Architecture kQwen2Moe{"qwen2_moe", "Qwen2MoeForCausalLM"};
 
-void check_architecture(const json& root, const std::string& source, const Architecture& want) {
+// Whether the config describes a Qwen2-MoE model (true) or a dense Qwen2 (false); ConfigError for
+// any other family.
+bool is_moe_architecture(const json& root, const std::string& source) {
   const Fields f(root, source);
   if (f.has("model_type")) {
     const std::string model_type = f.string("model_type", "");
-    if (model_type == want.model_type) return;
-    std::string hint;
-    if (model_type == kQwen2Moe.model_type) {
-      hint =
-          "; Qwen2-MoE configs are read by load_qwen2_moe_config (the model runs from chapter 3.3)";
-    } else if (model_type == kQwen2.model_type) {
-      hint = "; dense Qwen2 configs are read by load_qwen2_config";
-    }
+    if (model_type == kQwen2.model_type) return false;
+    if (model_type == kQwen2Moe.model_type) return true;
     throw ConfigError(source + " describes a \"" + model_type +
-                      "\" model (model_type), but this loader reads \"" + want.model_type +
-                      "\" models" + hint);
+                      "\" model (model_type), but this loader reads \"" + kQwen2.model_type +
+                      "\" and \"" + kQwen2Moe.model_type + "\" models");
   }
   std::string found;
   if (f.has("architectures")) {
@@ -152,27 +147,63 @@ void check_architecture(const json& root, const std::string& source, const Archi
     if (!arch.is_array()) throw f.type_error("architectures", "a list of strings", arch);
     for (const json& a : arch) {
       if (!a.is_string()) throw f.type_error("architectures", "a list of strings", arch);
-      if (a.get<std::string>() == want.class_name) return;
+      if (a.get<std::string>() == kQwen2.class_name) return false;
+      if (a.get<std::string>() == kQwen2Moe.class_name) return true;
       found += (found.empty() ? "" : ", ") + a.get<std::string>();
     }
   }
   throw ConfigError(source + " has no model_type, and its architectures [" + found +
-                    "] do not include " + want.class_name);
+                    "] include neither " + kQwen2.class_name + " nor " + kQwen2Moe.class_name);
+}
+
+// One RoPE-scaling object (HF's "rope_scaling", or transformers 5's "rope_parameters"), read from
+// `where`; nullopt for the "default" type (plain RoPE).
+std::optional<RopeScaling> parse_rope_scaling(const json& v, const std::string& where) {
+  if (!v.is_object()) {
+    throw ConfigError(
+        where + " must be an object {\"type\": \"yarn\", \"factor\": 4.0, ...}, got " + v.dump());
+  }
+  const Fields f(v, where);
+  // transformers reads "rope_type" and falls back to the older "type".
+  const char* type_key = f.has("rope_type") ? "rope_type" : "type";
+  const std::string type = f.string(type_key, "default");
+  RopeScaling r;
+  if (type == "default") {
+    return std::nullopt;
+  } else if (type == "linear") {
+    r.type = RopeScaling::Type::Linear;
+  } else if (type == "dynamic") {
+    r.type = RopeScaling::Type::Dynamic;
+  } else if (type == "yarn") {
+    r.type = RopeScaling::Type::Yarn;
+  } else {
+    throw ConfigError(where + ": RoPE scaling type \"" + type +
+                      "\" is not supported (only \"linear\", \"dynamic\" and \"yarn\" are)");
+  }
+  r.factor = f.number("factor");
+  if (r.factor < 1.0f) {
+    throw ConfigError(where + ": \"factor\" must be >= 1 (how many times the original context), " +
+                      "got " + v["factor"].dump());
+  }
+  if (f.has("original_max_position_embeddings")) {
+    r.original_max_position_embeddings = f.positive("original_max_position_embeddings");
+  }
+  if (r.type == RopeScaling::Type::Yarn) {
+    r.beta_fast = f.number("beta_fast", r.beta_fast);
+    r.beta_slow = f.number("beta_slow", r.beta_slow);
+    if (f.has("attention_factor")) r.attention_factor = f.number("attention_factor");
+  }
+  return r;
 }
 
 // transformers 5 writes {"rope_parameters": {"rope_type": "default", "rope_theta": ...}} and may
-// omit the top-level "rope_theta" that older configs have. Scaled RoPE types arrive with
-// chapter 3.7.
+// omit the top-level "rope_theta" that older configs have; a scaled rope_type there carries the
+// RoPE scaling that older configs write as "rope_scaling".
 float rope_theta_from_parameters(const json& root, const std::string& source) {
   const auto it = root.find("rope_parameters");
   if (it == root.end() || it->is_null()) return 10000.0f;
   if (!it->is_object())
     throw ConfigError(source + ": rope_parameters must be an object, got " + it->dump());
-  const std::string type = it->value("rope_type", std::string("default"));
-  if (type != "default") {
-    throw ConfigError(source + ": rope_parameters.rope_type \"" + type +
-                      "\" is not supported until chapter 3.7 (only \"default\" RoPE is)");
-  }
   const auto theta = it->find("rope_theta");
   if (theta == it->end()) return 10000.0f;
   if (!theta->is_number() || theta->get<double>() <= 0) {
@@ -180,6 +211,46 @@ float rope_theta_from_parameters(const json& root, const std::string& source) {
                       theta->dump());
   }
   return theta->get<float>();
+}
+
+// "rope_scaling" when present, else the scaling part of "rope_parameters".
+std::optional<RopeScaling> parse_rope_scaling(const json& root, const Fields& f,
+                                              const std::string& source) {
+  if (f.has("rope_scaling"))
+    return parse_rope_scaling(root["rope_scaling"], source + ": rope_scaling");
+  if (f.has("rope_parameters")) {
+    return parse_rope_scaling(root["rope_parameters"], source + ": rope_parameters");
+  }
+  return std::nullopt;
+}
+
+// The experts of a Qwen2-MoE config, checked against each other and the layer count.
+MoeConfig parse_moe(const json& root, const std::string& source_name, int64_t num_layers) {
+  const Fields f(root, source_name);
+  MoeConfig m;
+  m.num_experts = f.positive("num_experts");
+  m.num_experts_per_tok = f.positive("num_experts_per_tok");
+  m.moe_intermediate_size = f.positive("moe_intermediate_size");
+  m.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size", 0);
+  m.norm_topk_prob = f.boolean("norm_topk_prob", false);
+  m.decoder_sparse_step = f.positive("decoder_sparse_step", 1);
+  m.mlp_only_layers = f.integers("mlp_only_layers");
+  if (m.num_experts_per_tok > m.num_experts) {
+    throw ConfigError(source_name + ": num_experts_per_tok " +
+                      std::to_string(m.num_experts_per_tok) + " exceeds num_experts " +
+                      std::to_string(m.num_experts) + " (top-k picks k of the experts)");
+  }
+  if (m.shared_expert_intermediate_size < 0) {
+    throw ConfigError(source_name + ": shared_expert_intermediate_size must be >= 0 (0: no " +
+                      "shared expert), got " + std::to_string(m.shared_expert_intermediate_size));
+  }
+  for (int64_t layer : m.mlp_only_layers) {
+    if (layer < 0 || layer >= num_layers) {
+      throw ConfigError(source_name + ": mlp_only_layers lists layer " + std::to_string(layer) +
+                        ", but the model has " + std::to_string(num_layers) + " layers");
+    }
+  }
+  return m;
 }
 
 // One {"group_size": G, "bits": b} object of a "quantization" entry, checked against what chapter
@@ -246,26 +317,11 @@ void append_unique(std::vector<int64_t>& ids, const std::vector<int64_t>& more) 
   }
 }
 
-// The JSON object of a config.json, checked to describe `want`.
-json parse_config_object(const std::string& json_text, const std::string& source_name,
-                         const Architecture& want) {
-  json root = parse_json(json_text, source_name);
-  if (!root.is_object()) {
-    throw ConfigError(source_name +
-                      " must contain a JSON object {\"hidden_size\": ..., ...}, got " +
-                      std::string(root.type_name()));
-  }
-  check_architecture(root, source_name, want);
-  return root;
-}
-
-// The fields every Qwen2-family config shares (attention, norms, embeddings, RoPE, context).
-Qwen2Config parse_common_fields(const json& root, const std::string& source_name) {
+// The fields of every Qwen2-family config (attention, norms, embeddings, RoPE, context), plus the
+// experts of a Qwen2-MoE one.
+Qwen2Config parse_config_fields(const json& root, const std::string& source_name) {
   const Fields f(root, source_name);
-  if (f.has("rope_scaling")) {
-    throw ConfigError(source_name + ": rope_scaling is not supported until chapter 3.7 (found " +
-                      root["rope_scaling"].dump() + ")");
-  }
+  const bool moe = is_moe_architecture(root, source_name);
 
   Qwen2Config c;
   c.vocab_size = f.positive("vocab_size");
@@ -282,6 +338,7 @@ Qwen2Config parse_common_fields(const json& root, const std::string& source_name
   c.torch_dtype = f.string("torch_dtype", f.string("dtype", ""));
   c.eos_token_ids = f.integers("eos_token_id");
   c.quantization = parse_quantization(root, source_name);
+  c.rope_scaling = parse_rope_scaling(root, f, source_name);
 
   if (c.hidden_size % c.num_attention_heads != 0) {
     throw ConfigError(source_name + ": hidden_size " + std::to_string(c.hidden_size) +
@@ -295,38 +352,8 @@ Qwen2Config parse_common_fields(const json& root, const std::string& source_name
         " (grouped-query attention shares each K/V head among a whole number of query heads)");
   }
   c.head_dim = f.positive("head_dim", c.hidden_size / c.num_attention_heads);
+  if (moe) c.moe = parse_moe(root, source_name, c.num_hidden_layers);
   return c;
-}
-
-std::vector<int64_t>& eos_ids_of(Qwen2Config& c) {
-  return c.eos_token_ids;
-}
-std::vector<int64_t>& eos_ids_of(Qwen2MoeConfig& c) {
-  return c.base.eos_token_ids;
-}
-
-// config.json (or the config.json inside a directory), parsed by `parse`, with the end-of-sequence
-// ids of a generation_config.json beside it appended.
-template <typename Config, typename Parse>
-Config load_config_file(const std::filesystem::path& config_json, Parse parse) {
-  std::filesystem::path path = config_json;
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) path /= "config.json";
-  if (!std::filesystem::exists(path, ec))
-    throw FormatError("config file " + path.string() + " does not exist");
-  Config config = parse(read_text_file(path), path.string());
-  std::vector<int64_t>& eos_ids = eos_ids_of(config);
-
-  // generation_config.json (when present beside config.json) lists the end-of-sequence ids that
-  // generation uses.
-  const auto generation = path.parent_path() / "generation_config.json";
-  if (std::filesystem::exists(generation, ec)) {
-    const json root = parse_json(read_text_file(generation), generation.string());
-    if (!root.is_object()) throw ConfigError(generation.string() + " must contain a JSON object");
-    const std::string source = generation.string();
-    append_unique(eos_ids, Fields(root, source).integers("eos_token_id"));
-  }
-  return config;
 }
 
 }  // namespace
@@ -336,54 +363,52 @@ std::optional<QuantizationSpec> QuantizationConfig::of(const std::string& path) 
   return it == layers.end() ? std::optional(defaults) : it->second;
 }
 
-Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name) {
-  return parse_common_fields(parse_config_object(json_text, source_name, kQwen2), source_name);
-}
-
-Qwen2Config load_qwen2_config(const std::filesystem::path& config_json) {
-  return load_config_file<Qwen2Config>(config_json, parse_qwen2_config);
-}
-
-bool Qwen2MoeConfig::is_sparse_layer(int64_t layer) const {
+bool MoeConfig::is_sparse_layer(int64_t layer) const {
   const bool dense_by_choice =
       std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end();
   return !dense_by_choice && (layer + 1) % decoder_sparse_step == 0;
 }
 
-Qwen2MoeConfig parse_qwen2_moe_config(const std::string& json_text,
-                                      const std::string& source_name) {
-  const json root = parse_config_object(json_text, source_name, kQwen2Moe);
-  const Fields f(root, source_name);
-  Qwen2MoeConfig c;
-  c.base = parse_common_fields(root, source_name);
-  c.num_experts = f.positive("num_experts");
-  c.num_experts_per_tok = f.positive("num_experts_per_tok");
-  c.moe_intermediate_size = f.positive("moe_intermediate_size");
-  c.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size", 0);
-  c.norm_topk_prob = f.boolean("norm_topk_prob", false);
-  c.decoder_sparse_step = f.positive("decoder_sparse_step", 1);
-  c.mlp_only_layers = f.integers("mlp_only_layers");
-  if (c.num_experts_per_tok > c.num_experts) {
-    throw ConfigError(source_name + ": num_experts_per_tok " +
-                      std::to_string(c.num_experts_per_tok) + " exceeds num_experts " +
-                      std::to_string(c.num_experts) + " (top-k picks k of the experts)");
+const char* RopeScaling::type_name(Type type) {
+  switch (type) {
+    case Type::Linear:
+      return "linear";
+    case Type::Dynamic:
+      return "dynamic";
+    case Type::Yarn:
+      return "yarn";
   }
-  if (c.shared_expert_intermediate_size < 0) {
-    throw ConfigError(source_name + ": shared_expert_intermediate_size must be >= 0 (0: no " +
-                      "shared expert), got " + std::to_string(c.shared_expert_intermediate_size));
-  }
-  for (int64_t layer : c.mlp_only_layers) {
-    if (layer < 0 || layer >= c.base.num_hidden_layers) {
-      throw ConfigError(source_name + ": mlp_only_layers lists layer " + std::to_string(layer) +
-                        ", but the model has " + std::to_string(c.base.num_hidden_layers) +
-                        " layers");
-    }
-  }
-  return c;
+  return "?";
 }
 
-Qwen2MoeConfig load_qwen2_moe_config(const std::filesystem::path& config_json) {
-  return load_config_file<Qwen2MoeConfig>(config_json, parse_qwen2_moe_config);
+Qwen2Config parse_qwen2_config(const std::string& json_text, const std::string& source_name) {
+  const json root = parse_json(json_text, source_name);
+  if (!root.is_object()) {
+    throw ConfigError(source_name +
+                      " must contain a JSON object {\"hidden_size\": ..., ...}, got " +
+                      std::string(root.type_name()));
+  }
+  return parse_config_fields(root, source_name);
+}
+
+Qwen2Config load_qwen2_config(const std::filesystem::path& config_json) {
+  std::filesystem::path path = config_json;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) path /= "config.json";
+  if (!std::filesystem::exists(path, ec))
+    throw FormatError("config file " + path.string() + " does not exist");
+  Qwen2Config config = parse_qwen2_config(read_text_file(path), path.string());
+
+  // generation_config.json (when present beside config.json) lists the end-of-sequence ids that
+  // generation uses.
+  const auto generation = path.parent_path() / "generation_config.json";
+  if (std::filesystem::exists(generation, ec)) {
+    const json root = parse_json(read_text_file(generation), generation.string());
+    if (!root.is_object()) throw ConfigError(generation.string() + " must contain a JSON object");
+    const std::string source = generation.string();
+    append_unique(config.eos_token_ids, Fields(root, source).integers("eos_token_id"));
+  }
+  return config;
 }
 
 }  // namespace tinyllm

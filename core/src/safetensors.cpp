@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <sstream>
 
 #include "tinyllm/errors.hpp"
+#include "tinyllm/numerics.hpp"
 
 namespace tinyllm {
 namespace {
@@ -292,27 +294,91 @@ std::span<const std::byte> SafetensorsFile::bytes(const std::string& name) const
   return {data_ + t.begin, t.end - t.begin};
 }
 
-Tensor SafetensorsFile::load(const std::string& name) const {
-  const TensorInfo& t = info(name);
-  const std::byte* src = data_ + t.begin;
-  const size_t n = static_cast<size_t>(shape_numel(t.shape));
-  std::vector<float> values(n);
+namespace {
+
+// Converts the n elements at `src` to f32 into `dst`, each with `element(src, i)`. With `scan`,
+// also tests each converted value's exponent bits in the same pass (a branch-free OR, so the loop
+// stays as fast as the plain conversion) and returns whether all were finite.
+template <typename Element>
+bool convert(const std::byte* src, float* dst, size_t n, bool scan, Element element) {
+  if (!scan) {
+    for (size_t i = 0; i < n; ++i) dst[i] = element(src, i);
+    return true;
+  }
+  uint32_t all_ones = 0;  // nonzero once some value had an all-ones exponent (NaN or infinity)
+  for (size_t i = 0; i < n; ++i) {
+    const float v = element(src, i);
+    dst[i] = v;
+    all_ones |= static_cast<uint32_t>((std::bit_cast<uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
+  }
+  return all_ones == 0;
+}
+
+// One tensor converted to f32; false when `scan` found a non-finite value.
+bool convert_tensor(const TensorInfo& t, const std::byte* src, std::vector<float>& values,
+                    bool scan) {
+  const size_t n = values.size();
   switch (t.dtype) {
     case DType::F32:
-      if (n) std::memcpy(values.data(), src, n * sizeof(float));
-      break;
+      return convert(src, values.data(), n, scan,
+                     [](const std::byte* p, size_t i) { return read_le<float>(p + 4 * i); });
     case DType::F16:
-      for (size_t i = 0; i < n; ++i) values[i] = f16_to_f32(read_le<uint16_t>(src + 2 * i));
-      break;
+      return convert(src, values.data(), n, scan, [](const std::byte* p, size_t i) {
+        return f16_to_f32(read_le<uint16_t>(p + 2 * i));
+      });
     case DType::BF16:
-      for (size_t i = 0; i < n; ++i) values[i] = bf16_to_f32(read_le<uint16_t>(src + 2 * i));
-      break;
+      return convert(src, values.data(), n, scan, [](const std::byte* p, size_t i) {
+        return bf16_to_f32(read_le<uint16_t>(p + 2 * i));
+      });
     case DType::F64:
-      for (size_t i = 0; i < n; ++i) values[i] = static_cast<float>(read_le<double>(src + 8 * i));
-      break;
+      return convert(src, values.data(), n, scan, [](const std::byte* p, size_t i) {
+        return static_cast<float>(read_le<double>(p + 8 * i));
+      });
     default:
-      for (size_t i = 0; i < n; ++i) values[i] = static_cast<float>(read_int(t.dtype, src, i));
-      break;
+      return convert(src, values.data(), n, scan, [&t](const std::byte* p, size_t i) {
+        return static_cast<float>(read_int(t.dtype, p, i));
+      });
+  }
+}
+
+}  // namespace
+
+Tensor SafetensorsFile::load(const std::string& name) const {
+  const TensorInfo& t = info(name);
+  std::vector<float> values(static_cast<size_t>(shape_numel(t.shape)));
+  convert_tensor(t, data_ + t.begin, values, /*scan=*/false);
+  return Tensor(t.shape, std::move(values));
+}
+
+Tensor SafetensorsFile::load_float(const std::string& name, bool check_finite) const {
+  const TensorInfo& t = info(name);
+  if (is_integer_dtype(t.dtype)) {
+    throw DTypeError("tensor \"" + name + "\" in " + quoted(path_) + " has dtype " +
+                     dtype_name(t.dtype) +
+                     ", an integer type, where a floating-point weight is expected (F32, F16 or "
+                     "BF16); its integer codes cannot be used as the weight's values");
+  }
+  std::vector<float> values(static_cast<size_t>(shape_numel(t.shape)));
+  if (!convert_tensor(t, data_ + t.begin, values, check_finite)) {
+    const int64_t bad = find_non_finite(values);
+    // The flat index and, for a tensor of rank 2 or more, the same element as [i, j, ...].
+    std::string where = std::to_string(bad);
+    if (t.shape.size() > 1) {
+      std::vector<int64_t> index(t.shape.size());
+      int64_t rest = bad;
+      for (size_t d = t.shape.size(); d-- > 0;) {
+        index[d] = rest % t.shape[d];
+        rest /= t.shape[d];
+      }
+      where += " (" + shape_to_string(index) + ")";
+    }
+    throw NumericalError("tensor \"" + name + "\" in " + quoted(path_) + " (" +
+                         dtype_name(t.dtype) + ", shape " + shape_to_string(t.shape) +
+                         ") is not finite: element " + where + " is " +
+                         format_float(values[static_cast<size_t>(bad)]) +
+                         ", the first bad one. The checkpoint is corrupt (or was saved after "
+                         "training diverged); this load-time scan is CheckTensors, like "
+                         "llama.cpp's --check-tensors");
   }
   return Tensor(t.shape, std::move(values));
 }
@@ -505,7 +571,24 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<Tenso
 // ----------------------------------------------------------------------------------------------
 // Checkpoint
 
-Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
+namespace {
+
+// Whether loads from a checkpoint of `total_bytes` scan for NaN and infinity.
+bool scans_for_non_finite(CheckTensors check, uint64_t total_bytes) {
+  switch (check) {
+    case CheckTensors::Always:
+      return true;
+    case CheckTensors::Never:
+      return false;
+    case CheckTensors::Auto:
+      break;
+  }
+  return total_bytes < kCheckTensorsAutoLimitBytes;
+}
+
+}  // namespace
+
+Checkpoint Checkpoint::open(const std::filesystem::path& dir, CheckTensors check) {
   std::error_code ec;
   if (!std::filesystem::exists(dir, ec)) {
     throw FormatError("model directory " + quoted(dir) + " does not exist");
@@ -523,6 +606,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   if (std::filesystem::exists(single, ec)) {
     ckpt.files_.push_back(std::make_unique<SafetensorsFile>(SafetensorsFile::open(single)));
     for (const auto& name : ckpt.files_[0]->names()) ckpt.where_[name] = 0;
+    ckpt.check_finite_ = scans_for_non_finite(check, ckpt.total_bytes());
     return ckpt;
   }
   if (!std::filesystem::exists(index_path, ec)) {
@@ -573,6 +657,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
     }
     ckpt.where_[tensor] = it->second;
   }
+  ckpt.check_finite_ = scans_for_non_finite(check, ckpt.total_bytes());
   return ckpt;
 }
 
@@ -596,8 +681,14 @@ const TensorInfo& Checkpoint::info(const std::string& name) const {
   return file_of(name).info(name);
 }
 
+uint64_t Checkpoint::total_bytes() const {
+  uint64_t total = 0;
+  for (const auto& file : files_) total += file->file_size();
+  return total;
+}
+
 Tensor Checkpoint::load(const std::string& name) const {
-  return file_of(name).load(name);
+  return file_of(name).load_float(name, check_finite_);
 }
 
 Tensor Checkpoint::load(const std::string& name, const Shape& expected_shape) const {
@@ -607,7 +698,7 @@ Tensor Checkpoint::load(const std::string& name, const Shape& expected_shape) co
                      shape_to_string(t.shape) + ", but the model expects " +
                      shape_to_string(expected_shape));
   }
-  return file_of(name).load(name);
+  return file_of(name).load_float(name, check_finite_);
 }
 
 }  // namespace tinyllm

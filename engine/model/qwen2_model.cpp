@@ -15,6 +15,7 @@
 #include "engine/model/attention.hpp"
 #include "engine/model/mlx_checkpoint.hpp"
 #include "tinyllm/errors.hpp"
+#include "tinyllm/numerics.hpp"
 
 namespace tinyllm::engine {
 namespace {
@@ -274,8 +275,7 @@ void Qwen2Model::check_finite(const Tensor& logits, const Step& step,
   const int64_t V = logits.dim(1);
   for (int64_t r = 0; r < logits.dim(0); ++r) {
     const float* row = logits.data() + r * V;
-    const float* bad = std::find_if(row, row + V, [](float v) { return !std::isfinite(v); });
-    if (bad == row + V) continue;
+    if (find_non_finite(std::span<const float>(row, static_cast<size_t>(V))) < 0) continue;
     const int64_t m = kept.empty() ? r : kept[static_cast<size_t>(r)];
     // Which sequence row and position the activation row m is.
     int64_t sequence = 0, position = 0;
@@ -288,12 +288,8 @@ void Qwen2Model::check_finite(const Tensor& logits, const Step& step,
       }
       sequence += g.batch;
     }
-    throw NumericalError("the model's logits are not finite (" + std::to_string(*bad) +
-                         " for token id " + std::to_string(bad - row) + ") for sequence " +
-                         std::to_string(sequence) + " at position " + std::to_string(position) +
-                         ": a weight or an activation overflowed or is NaN; check the checkpoint "
-                         "(non-finite weights are found at load time unless the scan was turned "
-                         "off)");
+    check_finite_logits(Tensor({V}, std::vector<float>(row, row + V)), position,
+                        "Qwen2Model, sequence " + std::to_string(sequence));
   }
 }
 

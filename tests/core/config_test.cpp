@@ -194,9 +194,83 @@ TEST(Config, HeadsNotDivisibleByKvHeadsIsConfigError) {
                             {"num_key_value_heads", "3", "4"});
 }
 
-TEST(Config, RopeScalingIsNotSupportedYet) {
-  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "yarn", "factor": 4.0})"),
-                            {"rope_scaling is not supported until chapter 3.7"});
+TEST(Config, RopeScalingYarnAsQwen25Writes) {
+  // The long-context settings of Qwen2.5's model cards.
+  const Qwen2Config c = parse_qwen2_config(minimal(
+      R"(, "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32768,
+                            "type": "yarn"})"));
+  ASSERT_TRUE(c.rope_scaling);
+  EXPECT_EQ(c.rope_scaling->type, RopeScaling::Type::Yarn);
+  EXPECT_STREQ(RopeScaling::type_name(c.rope_scaling->type), "yarn");
+  EXPECT_FLOAT_EQ(c.rope_scaling->factor, 4.0f);
+  EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 32768);
+  EXPECT_FLOAT_EQ(c.rope_scaling->beta_fast, 32.0f);  // transformers' defaults
+  EXPECT_FLOAT_EQ(c.rope_scaling->beta_slow, 1.0f);
+  EXPECT_FALSE(c.rope_scaling->attention_factor);
+  EXPECT_FALSE(c.moe);
+}
+
+TEST(Config, RopeScalingTypesAndFields) {
+  const Qwen2Config linear =
+      parse_qwen2_config(minimal(R"(, "rope_scaling": {"rope_type": "linear", "factor": 2})"));
+  ASSERT_TRUE(linear.rope_scaling);
+  EXPECT_EQ(linear.rope_scaling->type, RopeScaling::Type::Linear);
+  EXPECT_FLOAT_EQ(linear.rope_scaling->factor, 2.0f);
+  EXPECT_FALSE(linear.rope_scaling->original_max_position_embeddings);
+
+  const Qwen2Config dynamic =
+      parse_qwen2_config(minimal(R"(, "rope_scaling": {"type": "dynamic", "factor": 8.0})"));
+  ASSERT_TRUE(dynamic.rope_scaling);
+  EXPECT_EQ(dynamic.rope_scaling->type, RopeScaling::Type::Dynamic);
+
+  // "rope_type" wins over the older "type", as in transformers.
+  const Qwen2Config yarn = parse_qwen2_config(minimal(
+      R"(, "rope_scaling": {"type": "linear", "rope_type": "yarn", "factor": 4.0,
+                            "beta_fast": 16, "beta_slow": 2, "attention_factor": 1.5})"));
+  ASSERT_TRUE(yarn.rope_scaling);
+  EXPECT_EQ(yarn.rope_scaling->type, RopeScaling::Type::Yarn);
+  EXPECT_FLOAT_EQ(yarn.rope_scaling->beta_fast, 16.0f);
+  EXPECT_FLOAT_EQ(yarn.rope_scaling->beta_slow, 2.0f);
+  EXPECT_EQ(yarn.rope_scaling->attention_factor, 1.5f);
+
+  // "default" is plain RoPE.
+  EXPECT_FALSE(
+      parse_qwen2_config(minimal(R"(, "rope_scaling": {"rope_type": "default"})")).rope_scaling);
+  EXPECT_FALSE(parse_qwen2_config(kQwen25Config).rope_scaling);  // "rope_scaling": null
+}
+
+TEST(Config, BadRopeScalingIsConfigError) {
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "longrope", "factor": 4.0})"),
+                            {"longrope", "rope_scaling", "test/config.json"});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "su"})"), {"\"su\""});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "yarn"})"), {"factor"});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "linear", "factor": 0.5})"),
+                            {"factor", ">= 1"});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "linear", "factor": "2"})"),
+                            {"factor"});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": 3, "factor": 2})"), {"type"});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": "yarn")"), {"rope_scaling"});
+  expect_error<ConfigError>(
+      minimal(R"(, "rope_scaling": {"type": "yarn", "factor": 4, "beta_fast": -1})"),
+      {"beta_fast"});
+  expect_error<ConfigError>(minimal(R"(, "rope_scaling": {"type": "dynamic", "factor": 4,
+                                    "original_max_position_embeddings": 0})"),
+                            {"original_max_position_embeddings"});
+}
+
+TEST(Config, Qwen2MoeModelTypeGetsExperts) {
+  nlohmann::json j = nlohmann::json::parse(minimal());
+  j["model_type"] = "qwen2_moe";
+  expect_error<ConfigError>(j.dump(), {"num_experts", "test/config.json"});
+  j["num_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 8;
+  const Qwen2Config c = parse_qwen2_config(j.dump());
+  ASSERT_TRUE(c.moe);
+  EXPECT_EQ(c.moe->num_experts, 4);
+  EXPECT_EQ(c.moe->shared_expert_intermediate_size, 0);  // no shared expert unless given
+  EXPECT_EQ(c.moe->decoder_sparse_step, 1);
+  EXPECT_FALSE(parse_qwen2_config(minimal()).moe);
 }
 
 TEST(Config, InvalidJsonIsFormatErrorWithPosition) {
@@ -281,11 +355,19 @@ TEST(Config, RopeThetaFromRopeParameters) {
   EXPECT_FLOAT_EQ(c.rope_theta, 1e6f);
 }
 
-TEST(Config, ScaledRopeParametersAreNotSupportedYet) {
+// transformers 5 writes a scaled RoPE into "rope_parameters" too.
+TEST(Config, ScaledRopeParametersAreRopeScaling) {
+  const Qwen2Config c = parse_qwen2_config(minimal(
+      R"(, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0})"));
+  EXPECT_FLOAT_EQ(c.rope_theta, 1e6f);
+  ASSERT_TRUE(c.rope_scaling);
+  EXPECT_EQ(c.rope_scaling->type, RopeScaling::Type::Yarn);
+  EXPECT_FLOAT_EQ(c.rope_scaling->factor, 4.0f);
+  EXPECT_FALSE(
+      parse_qwen2_config(minimal(R"(, "rope_parameters": {"rope_type": "default"})")).rope_scaling);
   expect_error<ConfigError>(
-      minimal(
-          R"(, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0})"),
-      {"rope_type \"yarn\"", "chapter 3.7"});
+      minimal(R"(, "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8})"),
+      {"llama3", "rope_parameters"});
 }
 
 }  // namespace

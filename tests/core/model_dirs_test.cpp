@@ -6,9 +6,10 @@
 #include <map>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
-#include "tinyllm/moe_config.hpp"
 #include "tinyllm/safetensors.hpp"
 #include "tinyllm/tokenizer.hpp"
 #include "tinyllm_test.hpp"
@@ -59,8 +60,8 @@ TensorShapes dense_tensors(const Qwen2Config& c) {
   return out;
 }
 
-TensorShapes moe_tensors(const Qwen2MoeConfig& m) {
-  const Qwen2Config& c = m.base;
+TensorShapes moe_tensors(const Qwen2Config& c) {
+  const MoeConfig& m = c.moe.value();
   TensorShapes out = attention_and_norm_tensors(c);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string mlp = "model.layers." + std::to_string(i) + ".mlp.";
@@ -111,6 +112,10 @@ TEST(ModelDirs, TinyQwen2LoadsAsQwen2) {
   EXPECT_EQ(c.num_attention_heads, 4);
   EXPECT_EQ(c.num_key_value_heads, 2);
   EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.moe);
+  EXPECT_FALSE(c.rope_scaling);
+  EXPECT_FALSE(c.quantization);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) EXPECT_FALSE(c.is_sparse_layer(i)) << i;
   expect_checkpoint_holds(model_dir("tiny-qwen2"), dense_tensors(c));
   expect_tokenizer_round_trips(model_dir("tiny-qwen2"));
 }
@@ -119,33 +124,29 @@ TEST(ModelDirs, DraftLoadsAsQwen2) {
   const Qwen2Config c = load_qwen2_config(model_dir("tiny-qwen2-draft"));
   EXPECT_EQ(c.num_hidden_layers, 2);
   EXPECT_EQ(c.vocab_size, load_qwen2_config(model_dir("tiny-qwen2")).vocab_size);
+  EXPECT_FALSE(c.moe);
   expect_checkpoint_holds(model_dir("tiny-qwen2-draft"), dense_tensors(c));
   expect_tokenizer_round_trips(model_dir("tiny-qwen2-draft"));
 }
 
-TEST(ModelDirs, MoeLoadsAsQwen2Moe) {
-  const Qwen2MoeConfig m = load_qwen2_moe_config(model_dir("tiny-qwen2-moe"));
-  EXPECT_EQ(m.base.num_hidden_layers, 4);
-  EXPECT_FALSE(m.base.tie_word_embeddings);
+TEST(ModelDirs, MoeLoadsAsQwen2WithExperts) {
+  const Qwen2Config c = load_qwen2_config(model_dir("tiny-qwen2-moe"));
+  EXPECT_EQ(c.num_hidden_layers, 4);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.rope_scaling);
+  ASSERT_TRUE(c.moe);
+  const MoeConfig& m = *c.moe;
   EXPECT_EQ(m.num_experts, 8);
   EXPECT_EQ(m.num_experts_per_tok, 2);
   EXPECT_EQ(m.moe_intermediate_size, 128);
   EXPECT_EQ(m.shared_expert_intermediate_size, 384);
   EXPECT_FALSE(m.norm_topk_prob);
-  for (int64_t i = 0; i < 4; ++i) EXPECT_TRUE(m.is_sparse_layer(i)) << i;
-  EXPECT_EQ(m.base.eos_token_ids.front(), 4091);
-  expect_checkpoint_holds(model_dir("tiny-qwen2-moe"), moe_tensors(m));
+  EXPECT_EQ(m.decoder_sparse_step, 1);
+  EXPECT_TRUE(m.mlp_only_layers.empty());
+  for (int64_t i = 0; i < 4; ++i) EXPECT_TRUE(c.is_sparse_layer(i)) << i;
+  EXPECT_EQ(c.eos_token_ids.front(), 4091);
+  expect_checkpoint_holds(model_dir("tiny-qwen2-moe"), moe_tensors(c));
   expect_tokenizer_round_trips(model_dir("tiny-qwen2-moe"));
-}
-
-TEST(ModelDirs, EachLoaderRejectsTheOtherFamily) {
-  EXPECT_THROW(load_qwen2_config(model_dir("tiny-qwen2-moe")), ConfigError);
-  try {
-    load_qwen2_config(model_dir("tiny-qwen2-moe"));
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("load_qwen2_moe_config"), std::string::npos) << e.what();
-  }
-  EXPECT_THROW(load_qwen2_moe_config(model_dir("tiny-qwen2")), ConfigError);
 }
 
 // A small valid Qwen2-MoE config with one field replaced (or added) by `field`: `value`.
@@ -159,24 +160,55 @@ std::string moe_config_with(const std::string& field, const std::string& value) 
 }
 
 TEST(MoeConfig, SparseLayersFollowStepAndMlpOnlyLayers) {
-  const Qwen2MoeConfig m = parse_qwen2_moe_config(moe_config_with("norm_topk_prob", "true"));
-  EXPECT_TRUE(m.norm_topk_prob);
+  const Qwen2Config c = parse_qwen2_config(moe_config_with("norm_topk_prob", "true"));
+  ASSERT_TRUE(c.moe);
+  EXPECT_TRUE(c.moe->norm_topk_prob);
+  EXPECT_EQ(c.moe->decoder_sparse_step, 2);
+  EXPECT_EQ(c.moe->mlp_only_layers, std::vector<int64_t>{3});
+  EXPECT_EQ(c.intermediate_size, 32);  // the dense layers' MLP width
   // Layers 1 and 3 have (i + 1) % 2 == 0; layer 3 is listed in mlp_only_layers.
-  EXPECT_FALSE(m.is_sparse_layer(0));
-  EXPECT_TRUE(m.is_sparse_layer(1));
-  EXPECT_FALSE(m.is_sparse_layer(2));
-  EXPECT_FALSE(m.is_sparse_layer(3));
+  EXPECT_FALSE(c.is_sparse_layer(0));
+  EXPECT_TRUE(c.is_sparse_layer(1));
+  EXPECT_FALSE(c.is_sparse_layer(2));
+  EXPECT_FALSE(c.is_sparse_layer(3));
+  EXPECT_TRUE(c.moe->is_sparse_layer(1));
+}
+
+TEST(MoeConfig, ArchitecturesWithoutModelTypePickTheFamily) {
+  nlohmann::json j = nlohmann::json::parse(moe_config_with("norm_topk_prob", "true"));
+  j.erase("model_type");
+  j["architectures"] = {"Qwen2MoeForCausalLM"};
+  EXPECT_TRUE(parse_qwen2_config(j.dump()).moe);
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  EXPECT_FALSE(parse_qwen2_config(j.dump()).moe);
+}
+
+TEST(MoeConfig, DenseConfigIgnoresExpertFields) {
+  // A "qwen2" config that happens to carry expert fields is still dense.
+  std::string json = moe_config_with("norm_topk_prob", "true");
+  json.replace(json.find("qwen2_moe"), 9, "qwen2");
+  EXPECT_FALSE(parse_qwen2_config(json).moe);
 }
 
 TEST(MoeConfig, RejectsInconsistentExpertFields) {
-  EXPECT_THROW(parse_qwen2_moe_config(moe_config_with("num_experts_per_tok", "5")), ConfigError);
-  EXPECT_THROW(parse_qwen2_moe_config(moe_config_with("num_experts", "0")), ConfigError);
-  EXPECT_THROW(parse_qwen2_moe_config(moe_config_with("shared_expert_intermediate_size", "-1")),
+  EXPECT_THROW(parse_qwen2_config(moe_config_with("num_experts_per_tok", "5")), ConfigError);
+  EXPECT_THROW(parse_qwen2_config(moe_config_with("num_experts", "0")), ConfigError);
+  EXPECT_THROW(parse_qwen2_config(moe_config_with("shared_expert_intermediate_size", "-1")),
                ConfigError);
-  EXPECT_THROW(parse_qwen2_moe_config(moe_config_with("mlp_only_layers", "[4]")), ConfigError);
-  EXPECT_THROW(parse_qwen2_moe_config(moe_config_with("moe_intermediate_size", "\"8\"")),
-               ConfigError);
-  EXPECT_THROW(parse_qwen2_moe_config("{\"model_type\": \"qwen2_moe\", "), FormatError);
+  EXPECT_THROW(parse_qwen2_config(moe_config_with("mlp_only_layers", "[4]")), ConfigError);
+  EXPECT_THROW(parse_qwen2_config(moe_config_with("moe_intermediate_size", "\"8\"")), ConfigError);
+  EXPECT_THROW(parse_qwen2_config("{\"model_type\": \"qwen2_moe\", "), FormatError);
+}
+
+TEST(MoeConfig, MissingExpertFieldIsConfigErrorNamingIt) {
+  std::string json = moe_config_with("norm_topk_prob", "true");
+  json.replace(json.find(R"("num_experts": 4, )"), 18, "");
+  try {
+    parse_qwen2_config(json);
+    ADD_FAILURE() << "no exception";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("num_experts"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

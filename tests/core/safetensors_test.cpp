@@ -635,5 +635,132 @@ TEST_F(SafetensorsTest, Checkpoint_BrokenShardIsFormatError) {
                             {"model-00001-of-00002.safetensors", "truncated"});
 }
 
+// ------------------------------------------------------------------------------------- what the
+// front door refuses: integer dtypes where weights belong, and non-finite weights (issue 8)
+
+// A one-file checkpoint in dir: an f32 "model.embed_tokens.weight" plus `extra`.
+void write_checkpoint(const fs::path& dir, std::vector<TensorToSave> extra) {
+  extra.push_back(
+      {"model.embed_tokens.weight", Tensor({2, 2}, {1.0f, 2.0f, 3.0f, 4.0f}), {}, {}, DType::F32});
+  save_safetensors(dir / "model.safetensors", extra);
+}
+
+TEST_F(SafetensorsTest, Checkpoint_IntegerDtypeWeightIsDTypeErrorNamingTensorDtypeAndFile) {
+  // The user's case: model.norm.weight stored as I16 used to load as its integer codes.
+  write_checkpoint(dir_, {{"model.norm.weight", {}, {1, -2, 3, 4}, {4}, DType::I16}});
+  const Checkpoint ckpt = Checkpoint::open(dir_);
+  const std::string file = (dir_ / "model.safetensors").string();
+  expect_error<DTypeError>([&] { ckpt.load("model.norm.weight", {4}); },
+                           {"model.norm.weight", "I16", file, "F32, F16 or BF16"});
+  expect_error<DTypeError>([&] { ckpt.load("model.norm.weight"); }, {"model.norm.weight", "I16"});
+  // Also with the scan off: the dtype check is not part of it.
+  EXPECT_THROW(Checkpoint::open(dir_, CheckTensors::Never).load("model.norm.weight"), DTypeError);
+  // The raw-code paths stay open: load_ints (MLX codes, token ids) and SafetensorsFile::load.
+  EXPECT_EQ(ckpt.file_of("model.norm.weight").load_ints("model.norm.weight"),
+            (std::vector<int64_t>{1, -2, 3, 4}));
+  EXPECT_TENSOR_NEAR(ckpt.file_of("model.norm.weight").load("model.norm.weight"),
+                     Tensor({4}, {1.0f, -2.0f, 3.0f, 4.0f}), 0.0, 0.0);
+  EXPECT_TENSOR_NEAR(ckpt.load("model.embed_tokens.weight", {2, 2}),
+                     Tensor({2, 2}, {1.0f, 2.0f, 3.0f, 4.0f}), 0.0, 0.0);
+}
+
+TEST_F(SafetensorsTest, Checkpoint_EveryIntegerDtypeIsRefusedAsAWeight) {
+  for (const DType dtype :
+       {DType::I8, DType::U8, DType::I16, DType::I32, DType::I64, DType::U32, DType::BOOL}) {
+    write_checkpoint(dir_, {{"w", {}, {0, 1}, {2}, dtype}});
+    expect_error<DTypeError>([&] { Checkpoint::open(dir_).load("w", {2}); },
+                             {"\"w\"", dtype_name(dtype)});
+  }
+  for (const DType dtype : {DType::F32, DType::F16, DType::BF16, DType::F64}) {
+    write_checkpoint(dir_, {{"w", Tensor({2}, {0.5f, -1.0f}), {}, {}, dtype}});
+    EXPECT_TENSOR_NEAR(Checkpoint::open(dir_).load("w", {2}), Tensor({2}, {0.5f, -1.0f}), 0.0, 0.0)
+        << dtype_name(dtype);
+  }
+}
+
+TEST_F(SafetensorsTest, Checkpoint_NanWeightIsNumericalErrorNamingTensorFileIndexAndValue) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::string name = "model.layers.0.mlp.down_proj.weight";
+  for (const DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+    write_checkpoint(dir_, {{name, Tensor({2, 3}, {0, 1, 2, nan, 4, nan}), {}, {}, dtype}});
+    const Checkpoint ckpt = Checkpoint::open(dir_);
+    EXPECT_TRUE(ckpt.checks_tensors());  // Auto, and the file is tiny
+    expect_error<NumericalError>(
+        [&] {
+          ckpt.load(name, {2, 3});
+        },
+        {name, (dir_ / "model.safetensors").string(), dtype_name(dtype), "element 3 ([1, 0])",
+         "nan", "--check-tensors"});
+    EXPECT_THROW(ckpt.load(name), NumericalError);
+    // The other tensors still load.
+    EXPECT_NO_THROW(ckpt.load("model.embed_tokens.weight", {2, 2}));
+  }
+}
+
+TEST_F(SafetensorsTest, Checkpoint_InfinitiesAreNumericalErrorsToo) {
+  const float inf = std::numeric_limits<float>::infinity();
+  write_checkpoint(dir_, {{"a", Tensor({3}, {1, -inf, 2}), {}, {}, DType::BF16},
+                          {"b", Tensor({2}, {inf, 0}), {}, {}, DType::F32},
+                          // 1e6 does not fit into f16: save_safetensors stores +inf.
+                          {"c", Tensor({2}, {0, 1e6f}), {}, {}, DType::F16}});
+  const Checkpoint ckpt = Checkpoint::open(dir_);
+  expect_error<NumericalError>([&] { ckpt.load("a"); }, {"\"a\"", "element 1 ", "-inf"});
+  expect_error<NumericalError>([&] { ckpt.load("b"); }, {"\"b\"", "element 0 ", "inf"});
+  expect_error<NumericalError>([&] { ckpt.load("c"); }, {"\"c\"", "element 1 ", "inf"});
+}
+
+TEST_F(SafetensorsTest, Checkpoint_F64BeyondTheF32RangeIsNumericalError) {
+  // A raw file: one F64 value 1e300, which converts to +inf in f32.
+  const double big = 1e300;
+  std::string data(8, '\0');
+  std::memcpy(data.data(), &big, 8);
+  const std::string header = R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})";
+  write_all(dir_ / "model.safetensors", le64(header.size()) + header + data);
+  expect_error<NumericalError>([&] { Checkpoint::open(dir_).load("w"); }, {"\"w\"", "inf"});
+}
+
+TEST_F(SafetensorsTest, Checkpoint_NeverSkipsTheScanAndAlwaysKeepsIt) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  write_checkpoint(dir_, {{"w", Tensor({2}, {nan, 1}), {}, {}, DType::BF16}});
+  const Checkpoint never = Checkpoint::open(dir_, CheckTensors::Never);
+  EXPECT_FALSE(never.checks_tensors());
+  const Tensor w = never.load("w", {2});
+  EXPECT_TRUE(std::isnan(w.data()[0]));
+  EXPECT_EQ(w.data()[1], 1.0f);
+  EXPECT_TRUE(Checkpoint::open(dir_, CheckTensors::Always).checks_tensors());
+  EXPECT_THROW(Checkpoint::open(dir_, CheckTensors::Always).load("w"), NumericalError);
+  EXPECT_THROW(Checkpoint::open(dir_, CheckTensors::Auto).load("w"), NumericalError);
+  EXPECT_THROW(Checkpoint::open(dir_).load("w"), NumericalError);  // the default is Auto
+}
+
+TEST(Checkpoint, TotalBytesIsTheFilesTogether) {
+  const fs::path dir = fixture("core/sharded");
+  const Checkpoint ckpt = Checkpoint::open(dir);
+  EXPECT_EQ(ckpt.total_bytes(), fs::file_size(dir / "model-00001-of-00002.safetensors") +
+                                    fs::file_size(dir / "model-00002-of-00002.safetensors"));
+  EXPECT_TRUE(ckpt.checks_tensors());
+  EXPECT_LT(ckpt.total_bytes(), kCheckTensorsAutoLimitBytes);
+}
+
+// Auto leaves a checkpoint of kCheckTensorsAutoLimitBytes or more unscanned. The file is sparse: a
+// NaN tensor "w" and then a 2 GiB tensor that is never read, so it takes no disk space or memory.
+TEST_F(SafetensorsTest, Checkpoint_AutoSkipsTheScanAboveTheLimit) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const uint64_t big = kCheckTensorsAutoLimitBytes;
+  std::string header = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)" +
+                       std::string(R"("big":{"dtype":"U8","shape":[)") + std::to_string(big) +
+                       "],\"data_offsets\":[8," + std::to_string(8 + big) + "]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const fs::path file = dir_ / "model.safetensors";
+  write_all(file, le64(header.size()) + header + f32_bytes({nan, 2.0f}));
+  fs::resize_file(file, 8 + header.size() + 8 + big);
+
+  const Checkpoint ckpt = Checkpoint::open(dir_);
+  EXPECT_GE(ckpt.total_bytes(), kCheckTensorsAutoLimitBytes);
+  EXPECT_FALSE(ckpt.checks_tensors());
+  EXPECT_TRUE(std::isnan(ckpt.load("w", {2}).data()[0]));
+  EXPECT_THROW(Checkpoint::open(dir_, CheckTensors::Always).load("w", {2}), NumericalError);
+}
+
 }  // namespace
 }  // namespace tinyllm

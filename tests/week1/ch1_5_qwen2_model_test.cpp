@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -367,6 +368,53 @@ TEST(Model, Task3_WrongShapeIsShapeErrorNamingTensorAndShapes) {
     EXPECT_THAT(e.what(), HasSubstr(name));
     EXPECT_THAT(e.what(), HasSubstr("[32, 64]"));
     EXPECT_THAT(e.what(), HasSubstr("[64, 32]"));
+  }
+}
+
+// A NaN in one weight stops the load (Checkpoint's scan) with an error naming the tensor, instead
+// of a model that prints garbage.
+TEST(Model, Task3_NonFiniteWeightIsNumericalErrorNamingIt) {
+  const std::string name = "model.layers.1.mlp.down_proj.weight";
+  Tensor down = Checkpoint::open(model_dir(kTied)).load(name);
+  down.data()[5] = std::numeric_limits<float>::quiet_NaN();
+  const EditedCheckpoint edited(kTied, "", name, down);
+  try {
+    load_qwen2_week1(edited.dir());
+    ADD_FAILURE() << "a NaN in " << name << " was accepted";
+  } catch (const NumericalError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(name));
+    EXPECT_THAT(e.what(), HasSubstr("nan"));
+  }
+}
+
+// config.json parses Qwen2-MoE and scaled-RoPE configs (core), but the dense model of this chapter
+// runs neither: the provided check says so before any weight is read.
+TEST(Model, Task3_MoeAndScaledRopeConfigsAreConfigError) {
+  const Checkpoint checkpoint = Checkpoint::open(model_dir(kTied));
+  // The control: the same config without them builds the model.
+  const Qwen2ModelWeek1 plain(config_of(kTied), checkpoint);
+  EXPECT_FALSE(plain.config().moe);
+  Qwen2Config moe = config_of(kTied);
+  moe.moe.emplace();
+  moe.moe->num_experts = 4;
+  moe.moe->num_experts_per_tok = 2;
+  moe.moe->moe_intermediate_size = 8;
+  try {
+    Qwen2ModelWeek1 model(moe, checkpoint);
+    ADD_FAILURE() << "a Qwen2-MoE config was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Qwen2ModelWeek1"));
+    EXPECT_THAT(e.what(), HasSubstr("MoE"));
+  }
+  Qwen2Config yarn = config_of(kTied);
+  yarn.rope_scaling.emplace();
+  yarn.rope_scaling->type = RopeScaling::Type::Yarn;
+  yarn.rope_scaling->factor = 4.0f;
+  try {
+    Qwen2ModelWeek1 model(yarn, checkpoint);
+    ADD_FAILURE() << "a yarn rope_scaling was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("rope_scaling \"yarn\""));
   }
 }
 

@@ -105,8 +105,20 @@ struct Qwen2ModelWeights {
 };
 
 /// Provided. Throws ConfigError (naming `model_name`) for a config the Qwen2 classes cannot run:
-/// no layers, no heads, or head_dim * H_q != E.
+/// no layers, no heads, head_dim * H_q != E, a Qwen2-MoE config (chapter 3.3 runs those) or a
+/// scaled RoPE (chapter 3.7).
 inline void check_supported_config(const Qwen2Config& config, const std::string& model_name) {
+  if (config.moe) {
+    throw ConfigError(model_name + ": this is a Qwen2-MoE config (" +
+                      std::to_string(config.moe->num_experts) +
+                      " experts); the dense Qwen2 model cannot run it (chapter 3.3 adds the MoE "
+                      "model)");
+  }
+  if (config.rope_scaling) {
+    throw ConfigError(model_name + ": rope_scaling \"" +
+                      RopeScaling::type_name(config.rope_scaling->type) +
+                      "\" is not supported until chapter 3.7 (only plain RoPE is)");
+  }
   if (config.num_hidden_layers < 1 || config.num_attention_heads < 1 ||
       config.head_dim * config.num_attention_heads != config.hidden_size) {
     throw ConfigError(model_name +

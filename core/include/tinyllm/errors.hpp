@@ -19,7 +19,8 @@ class ShapeError : public Error {
   using Error::Error;
 };
 
-/// A dtype the engine does not know or cannot use here (e.g. "F8_E4M3" in a checkpoint).
+/// A dtype the engine does not know or cannot use here (e.g. "F8_E4M3" in a checkpoint, or an
+/// integer dtype such as I16 where a model weight must be a floating-point one).
 class DTypeError : public Error {
  public:
   using Error::Error;
@@ -55,7 +56,10 @@ class InvalidArgument : public Error {
   using Error::Error;
 };
 
-/// A number came out NaN or infinite where it must be finite: a weight in a checkpoint, a logit.
+/// Numbers that must be finite are not: a NaN or an infinity in a checkpoint's weights (found by
+/// Checkpoint's load-time scan) or in a model's logits during generation (check_finite_logits). The
+/// message names where (tensor and file, or position and vocabulary id), the first bad index and
+/// its value.
 class NumericalError : public Error {
  public:
   using Error::Error;
