@@ -1,6 +1,7 @@
 # The course's chapters, declared once each (see cmake/TinyllmChapter.cmake). Order matters: a chapter may only
 # depend on chapters declared above it. DEPENDS lists exactly the chapters whose headers this chapter's headers
-# #include (<tinyllm/<DIR>/...>, in both trees); what those include comes through linking.
+# #include (<tinyllm/<DIR>/...>, in both trees); what those include comes through linking. The course tools read
+# this file through tools/course/chapters.py; `python3 tools/course/chapters.py --check` (CI) checks DEPENDS.
 tinyllm_chapter(ch1.1 WEEK week1 DIR ch1_1_attention TITLE "Attention and multi-head attention")
 tinyllm_chapter(ch1.2 WEEK week1 DIR ch1_2_rope TITLE "Rotary positional encoding")
 tinyllm_chapter(ch1.3 WEEK week1 DIR ch1_3_gqa TITLE "Grouped-query attention" DEPENDS ch1.1 ch1.2)
