@@ -50,13 +50,13 @@ def tests_by_chapter(build_dir: pathlib.Path) -> dict:
         raise SystemExit(f"grade: ctest --show-only failed in {build_dir}:\n{out.stdout[-2000:]}")
     # ctest may print discovery messages before the JSON.
     listing = json.loads(out.stdout[out.stdout.index("{"):])
-    chapters: dict = {}
+    by_chapter: dict = {}
     for test in listing["tests"]:
         labels = [p["value"] for p in test.get("properties", []) if p["name"] == "LABELS"]
         for label in (labels[0] if labels else []):
             if re.fullmatch(r"ch\d+\.\d+", label):
-                chapters.setdefault(label, []).append(test["name"])
-    return {cid: sorted(names) for cid, names in chapters.items()}
+                by_chapter.setdefault(label, []).append(test["name"])
+    return {cid: sorted(names) for cid, names in by_chapter.items()}
 
 
 def manifest_from_build(build_dir: pathlib.Path) -> dict:
