@@ -1,11 +1,12 @@
 // Microbenchmarks of chapters 2.2-2.3: y = x W^T for Qwen2-0.5B's weight shapes (K x N = out x in),
 // decode (M = 1, reported as GB/s of weight bytes read) and prefill (M = 512, reported as GFLOP/s),
 // for
-//   scalar  chapter 2.2's quantized_matmul (q4 g64)
+//   scalar                 chapter 2.2's quantized_matmul (q4 g64)
 //   q4g64 / q8g32 / q8g64  chapter 2.3's quantized_matmul_fast (Auto path: AVX-512 where available)
-//   bf16    chapter 2.3's bf16_matmul (Auto path: AVX512-BF16 dot products where available)
-//   f32     Eigen (prefill: Eigen's GEMM; decode: Eigen's matrix-vector product, rows split over
-//   OpenMP threads)
+//   bf16                   chapter 2.3's bf16_matmul (Auto path: AVX512-BF16 dot products where
+//                          available)
+//   f32                    Eigen (prefill: Eigen's GEMM; decode: Eigen's matrix-vector product,
+//                          rows split over OpenMP threads)
 // and a STREAM-like read of 1 GiB (the bandwidth bound of decode), each with 1 and 2 threads.
 // Weight bytes count everything a kernel reads per call: codes plus f32 scales and biases (8 bytes
 // per group). Build with -DCMAKE_BUILD_TYPE=Release -DTINYLLM_NATIVE=ON; run e.g.

@@ -64,6 +64,19 @@ function(tinyllm_chapter id)
   endif()
 endfunction()
 
+# Sets `out_var` to the libraries of every chapter declared so far (tinyllm_<DIR>), in declaration order: for
+# targets that take the whole course (the red gate's meta test, bench/), so that no chapter list is kept by hand.
+function(tinyllm_chapter_libraries out_var)
+  get_property(chapters GLOBAL PROPERTY TINYLLM_CHAPTERS)
+  set(libs "")
+  foreach(entry IN LISTS chapters)
+    string(REPLACE "|" ";" fields "${entry}")
+    list(GET fields 2 dir)
+    list(APPEND libs "tinyllm_${dir}")
+  endforeach()
+  set(${out_var} "${libs}" PARENT_SCOPE)
+endfunction()
+
 # Discovers the gtest cases of `exe` at test time, prefixes them with "<prefix>/" and labels them.
 function(tinyllm_register_tests exe prefix labels)
   string(MAKE_C_IDENTIFIER "${exe}" var)
@@ -74,7 +87,9 @@ function(tinyllm_register_tests exe prefix labels)
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${script}")
 endfunction()
 
-# build/<preset>/chapters.json: the declared chapters, for tools/grade.py, tools/stubgen.py and the book.
+# build/<preset>/chapters.json: the declared chapters with the tree each one comes from in this build, for the
+# tools that need the tree (tools/course/redgate.py, tools/course/grade.py --write-manifest). Tools that need only
+# the declaration parse cmake/chapters.cmake themselves (tools/course/chapters.py).
 function(tinyllm_write_manifest)
   get_property(chapters GLOBAL PROPERTY TINYLLM_CHAPTERS)
   set(json "[\n")

@@ -24,8 +24,8 @@ class UsageError : public std::runtime_error {
 /// "--name=value").
 struct CommandLine {
   std::string command;  // "chat", "generate", "tokenize", "logits", "bench" or "help"
-  std::map<std::string, std::string>
-      flags;  // without the leading "--"; "help" maps to "" when given
+  // Flag values by name, without the leading "--"; "help" maps to "" when given.
+  std::map<std::string, std::string> flags;
   bool has(const std::string& name) const { return flags.count(name) != 0; }
 };
 
@@ -45,16 +45,16 @@ std::string general_help(const std::string& program);
 /// flag given twice, or a flag that needs a value and has none.
 CommandLine parse_command_line(const std::vector<std::string>& args);
 
-/// Strict number parsing for flag values: the whole text must be the number. UsageError names the
-/// flag.
+/// Strict number parsing for flag values: the whole text must be the number. UsageError names
+/// the flag.
 int64_t parse_int(const std::string& flag, const std::string& text);
 float parse_float(const std::string& flag, const std::string& text);
 /// "1,2,3" -> {1, 2, 3}: comma-separated non-negative integers (spaces around them allowed).
 TokenIds parse_ids(const std::string& flag, const std::string& text);
 
-/// Sampling flags of `chat` and `generate`, validated: --temperature >= 0, --top-k >= 0, 0 <
-/// --top-p <= 1,
-/// --seed >= 0, --max-tokens >= 1 (absent: as many as fit, at most 256).
+/// Sampling flags of `chat` and `generate`, validated:
+///   --temperature >= 0, --top-k >= 0, 0 < --top-p <= 1, --seed >= 0,
+///   --max-tokens >= 1 (absent: as many as fit, at most 256).
 struct SamplingFlags {
   float temperature = 0.0f;
   int64_t top_k = 0;

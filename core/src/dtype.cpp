@@ -122,8 +122,8 @@ uint16_t f32_to_f16(float value) {
   const int shift = 14 - e16;
   if (exponent == 0 || shift > 24) return sign;  // below half of the smallest subnormal: +-0
   const uint32_t significand = 0x800000u | mantissa;
-  // round_shift may return 0x400, which is exactly the smallest normal f16 (exponent 1, mantissa
-  // 0).
+  // round_shift may return 0x400, which is exactly the smallest normal f16 (exponent 1,
+  // mantissa 0).
   return static_cast<uint16_t>(sign | round_shift(significand, shift));
 }
 

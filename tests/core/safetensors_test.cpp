@@ -88,8 +88,8 @@ class SafetensorsTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// ------------------------------------------------------------------------------------- reading
-// Python's files
+// ---------------------------------------------------------------------------------------------
+// Reading Python's files
 
 TEST(Safetensors, ReadsEveryDtypeWrittenByPython) {
   const auto f = SafetensorsFile::open(fixture("core/roundtrip.safetensors"));
@@ -332,8 +332,8 @@ TEST_F(SafetensorsTest, WriterRejectsShapeThatDisagreesWithValues) {
       ShapeError);
 }
 
-// ------------------------------------------------------------------------------------- broken
-// files
+// ---------------------------------------------------------------------------------------------
+// Broken files
 
 TEST_F(SafetensorsTest, Open_MissingFileIsFormatError) {
   expect_error<FormatError>([&] { SafetensorsFile::open(dir_ / "absent.safetensors"); },

@@ -2,8 +2,8 @@
 // the pristine stubs. The Week 2 model needs a model built by chapters 1.2-1.5, which the pristine
 // stubs cannot build (they throw their own TODOs first), so the model and generation stubs are
 // reached in the learner build with TINYLLM_USE_REFERENCE="ch1.1;...;ch1.7", where every ch2.1 test
-// fails with a
-// TODO(ch2.1 ...) message (see book/week2/ch2_1_kv_cache.md); here the cache itself is checked.
+// fails with a TODO(ch2.1 ...) message (see book/week2/ch2_1_kv_cache.md); here the cache itself
+// is checked.
 #include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
 
 #include "stub_check.hpp"

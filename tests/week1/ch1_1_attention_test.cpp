@@ -171,8 +171,8 @@ TEST(Attention, Task2_MultiHeadAttentionRejectsBadShapes) {
   const Tensor w = Tensor::full({6, 6}, 0.1f);
   const tinyllm::SimpleMultiHeadAttention mha(6, 2, w, w, w, w);
   const Tensor x = Tensor::full({1, 3, 6}, 1.0f);
-  // Valid call: every projection of a constant input is constant, so the output is 6 * 0.1 * (6 *
-  // 0.1 * 1).
+  // Valid call: every projection of a constant input is constant, so the output is
+  // 6 * 0.1 * (6 * 0.1 * 1).
   EXPECT_TENSOR_NEAR(mha.forward(x, x, x), Tensor::full({1, 3, 6}, 0.36f), 1e-6, 1e-5);
   using tinyllm::ShapeError;
   EXPECT_THROW(tinyllm::SimpleMultiHeadAttention(6, 4, w, w, w, w), ShapeError)

@@ -1,7 +1,7 @@
 // Chapter 1.2 tests: RoPE, traditional (Task 1) and half-split (Task 2), with offsets.
 // Expected values: tools/fixtures/gen_week1_ops.py (PyTorch, float64; the traditional form rotates
-// complex numbers, the half-split form is Hugging Face's rotate_half). Run: ctest --preset week1 -L
-// '^ch1\.2$'
+// complex numbers, the half-split form is Hugging Face's rotate_half). Run:
+//   ctest --preset week1 -L '^ch1\.2$'
 #include <gtest/gtest.h>
 
 #include <tinyllm/ch1_2_rope/rope.hpp>

@@ -79,9 +79,9 @@ int check_qwen2_cases(AttentionMask::Kind kind) {
 // ------------------------------------------------------------------------------------------------------
 
 TEST(GQA, Task1_GroupedAttentionMatchesTorch) {
-  // H_q / H = 3, 1, 2 and 7 (multi-query); batch dims (), (2,), (2, 3), (2, 10); L = 1, L < S and L
-  // > S; odd D = 5, 9; scale 0.8; masks H_q x L x S, L x S, 1 x H_q x 1 x S and the full N.. x H_q
-  // x L x S.
+  // H_q / H = 3, 1, 2 and 7 (multi-query); batch dims (), (2,), (2, 3), (2, 10);
+  // L = 1, L < S and L > S; odd D = 5, 9; scale 0.8;
+  // masks H_q x L x S, L x S, 1 x H_q x 1 x S and the full N.. x H_q x L x S.
   check_grouped_cases("ch1.3/gqa.safetensors");
 }
 
@@ -191,8 +191,8 @@ TEST(Qwen2Attention, Task3_RejectsBadShapes) {
   };
   const tinyllm::Qwen2MultiHeadAttention attention(8, 2, 1, weights(), 4, 10000.0f);
   // Valid call: a constant input gives constant q, k, v (RoPE rotates q and k alike and every key
-  // is equal, so the weights stay uniform); v = 8 * 0.1 = 0.8 per element, the output 8 * 0.1 * 0.8
-  // = 0.64.
+  // is equal, so the weights stay uniform); v = 8 * 0.1 = 0.8 per element, the output
+  // 8 * 0.1 * 0.8 = 0.64.
   EXPECT_TENSOR_NEAR(attention.forward(Tensor::full({1, 3, 8}, 1.0f), AttentionMask::causal()),
                      Tensor::full({1, 3, 8}, 0.64f), 1e-6, 1e-5);
   using tinyllm::ShapeError;

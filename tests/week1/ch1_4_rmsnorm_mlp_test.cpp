@@ -17,10 +17,10 @@ using tinyllm::Tensor;
 using tinyllm::testing::OpCases;
 
 // Expected values are float64 results rounded once to float32. RMSNorm sums at most 111 squares and
-// the MLP's dot products have at most 128 terms: float32 rounding stays around 1e-6 relative. atol
-// = rtol = 1e-5 keeps a 10x margin; a wrong eps placement, a missing weight or sqrt, or a swapped
-// gate/up moves outputs by 1e-3 or more. rtol (not atol) carries the large-magnitude RMSNorm case,
-// whose outputs reach 1e3.
+// the MLP's dot products have at most 128 terms: float32 rounding stays around 1e-6 relative.
+// atol = rtol = 1e-5 keeps a 10x margin; a wrong eps placement, a missing weight or sqrt, or a
+// swapped gate/up moves outputs by 1e-3 or more. rtol (not atol) carries the large-magnitude
+// RMSNorm case, whose outputs reach 1e3.
 constexpr double kAtol = 1e-5;
 constexpr double kRtol = 1e-5;
 

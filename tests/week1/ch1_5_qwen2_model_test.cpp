@@ -1,9 +1,10 @@
 // Chapter 1.5 tests: the embedding, the decoder block and the whole Qwen2 model against Hugging
 // Face transformers' Qwen2ForCausalLM (float32 on the CPU) on two small random checkpoints written
 // with save_pretrained:
-//   data/fixtures/ch1.5/qwen2-bf16-tied/           bf16, tied embeddings, E=64, H_q=4, H=2, I=160,
-//   V=512, 2 layers data/fixtures/ch1.5/qwen2-f32-untied-sharded/  f32, lm_head.weight, 4 shards,
-//   E=56, H_q=7, H=1, V=300, 3 layers
+//   data/fixtures/ch1.5/qwen2-bf16-tied/          bf16, tied embeddings, E=64, H_q=4, H=2, I=160,
+//                                                 V=512, 2 layers
+//   data/fixtures/ch1.5/qwen2-f32-untied-sharded/ f32, lm_head.weight, 4 shards, E=56, H_q=7, H=1,
+//                                                 V=300, 3 layers
 // and the oracle's outputs next to them (<name>.safetensors: embedding, block-0 output, final norm,
 // logits, 16 greedy ids). Regenerate both with tools/fixtures/gen_hf_models.py on a machine with
 // transformers. The bf16 checkpoint's oracle is f32 arithmetic on the bf16-rounded weights, which

@@ -122,8 +122,8 @@ std::filesystem::path tiny_qwen2_dir() {
 struct Golden {
   std::string prompt;
   TokenIds input_ids, greedy_ids;
-  size_t safe;  // greedy ids before the first near tie (margin < 0.05): beyond it f32 rounding may
-                // flip
+  // Greedy ids before the first near tie (margin < 0.05): beyond it f32 rounding may flip.
+  size_t safe;
 };
 
 Golden golden(const std::string& prompt_name) {

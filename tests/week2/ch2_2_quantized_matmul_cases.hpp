@@ -66,8 +66,8 @@ inline Tensor as_matrix(const Tensor& x) {
 }
 
 /// Checks y (M x K) against the float64 oracle `expected` (M x K) for x (M x N) times the quantized
-/// weight given by its dequantized values, scales and biases. Float32 accumulation, whether of x_j
-/// * w_j or of the factored form scale * sum(x q) + bias * sum(x), errs by a few units of 2^-24
+/// weight given by its dequantized values, scales and biases. Float32 accumulation, whether of
+/// x_j * w_j or of the factored form scale * sum(x q) + bias * sum(x), errs by a few units of 2^-24
 /// times the sum of the magnitudes it adds up, at most sum_j |x_j| (|q_j scale| + |bias|) per
 /// output. The bound is `slack` (8) times that, plus 1e-6: far below the 1e-2 relative errors of a
 /// wrong nibble, group or bias, and independent of how the sums are ordered or fused.

@@ -32,9 +32,9 @@ using Case = tinyllm::testing::QuantCase;
 
 TEST(Quantize, Task1_MatchesTorchExactly) {
   // q4 and q8 with G = 32, 64, 128 and the special rows (constant group, zero row, half-step ties,
-  // x1e3 row). Both sides run the same IEEE float32 operations (max - min, / 15 or / 255, w - bias,
-  // / scale, round half to even), so scales, biases and every packed word must be identical: no
-  // tolerance.
+  // x1e3 row). Both sides run the same IEEE float32 operations (max - min, / 15 or / 255,
+  // w - bias, / scale, round half to even), so scales, biases and every packed word must be
+  // identical: no tolerance.
   const std::vector<Case> cases = load_quant_cases();
   ASSERT_GE(cases.size(), 9u);
   for (const Case& c : cases) {

@@ -3,8 +3,8 @@
 // (tools/fixtures/gen_week2_quant.py) and ch2.3/bf16.safetensors from the same generator; on random
 // shapes, chapter 2.2's scalar quantized_matmul. Every test runs every code path this CPU supports
 // (supported_kernel_paths(): the portable fallback always, AVX2 and AVX-512 where present) with 1
-// and 2 threads. Timing is never asserted (bench/ measures it). Run: ctest --test-dir build/<dir>
-// -L '^ch2\.3$'
+// and 2 threads. Timing is never asserted (bench/ measures it). Run:
+//   ctest --test-dir build/<dir> -L '^ch2\.3$'
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -234,8 +234,8 @@ TEST(FastQuantized, Task3_RejectsBadShapes) {
 // -----------------------------------------------------------------------------------------------------
 
 // Float32 accumulation error of x . w: a few units of 2^-24 times sum |x_j w_j| (slack 8). The
-// AVX512-BF16 path also rounds x to x_hi + x_lo (two bf16 values, 16 significant bits: error <=
-// 2^-17 |x|).
+// AVX512-BF16 path also rounds x to x_hi + x_lo (two bf16 values, 16 significant bits:
+// error <= 2^-17 |x|).
 ::testing::AssertionResult Bf16Near(const Tensor& y, const Tensor& x, const Bf16Weights& w,
                                     const Tensor& expected, KernelPath path) {
   if (y.shape() != expected.shape())

@@ -43,7 +43,7 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 # ----------------------------------------------------------------------------------------
 
 # The Qwen2.5 template, shared with tools/tokenizer/make_tokenizer_fixtures.py.
-CHAT_TEMPLATE = (pathlib.Path(__file__).resolve().parent.parent / "qwen2.5_chat_template.jinja").read_text()
+CHAT_TEMPLATE = (pathlib.Path(__file__).resolve().parent.parent / "tokenizer" / "qwen2.5_chat_template.jinja").read_text()
 
 TOOLS = [
     {"type": "function", "function": {

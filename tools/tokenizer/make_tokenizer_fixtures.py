@@ -28,7 +28,7 @@ QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^
 # Qwen2.5's chat template (Qwen/Qwen2.5-* tokenizer_config.json, base models; the -Instruct models use the
 # same template with the default system prompt "You are Qwen, created by Alibaba Cloud. You are a helpful
 # assistant."). The tool branches do not matter for plain messages but are kept for fidelity.
-QWEN25_TEMPLATE = (pathlib.Path(__file__).resolve().parent.parent / "qwen2.5_chat_template.jinja").read_text()
+QWEN25_TEMPLATE = (pathlib.Path(__file__).resolve().parent / "qwen2.5_chat_template.jinja").read_text()
 
 BASE_CASES = [
     ("empty", ""),

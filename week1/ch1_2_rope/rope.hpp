@@ -1,8 +1,8 @@
 // Chapter 1.2: rotary positional encoding (RoPE).
 //
 // You write (book/week1/ch1_2_rope.md):
-//   Task 1  the cos/sin tables, the loop over positions and the traditional (adjacent pairs)
-//   rotation Task 2  the half-split rotation that Qwen2 uses (pairs i and i + D/2)
+//   Task 1  the cos/sin tables, the loop over positions, the traditional (adjacent pairs) rotation
+//   Task 2  the half-split rotation that Qwen2 uses (pairs i and i + D/2)
 //
 // x is N x L x H x D: the sequence axis comes before the heads, as right after the q/k projections.
 #pragma once
@@ -53,10 +53,10 @@ class RoPE {
     return forward(x, std::vector<int64_t>(x.dim(0), offset));
   }
 
-  /// x: N x L x H x D, offsets: one per batch row (N values): token l of row n sits at offsets[n] +
-  /// l. Needed when rows of a batch are at different points of their sequences (continuous
-  /// batching, week 2). Throws ShapeError for a wrong rank, D or number of offsets, InvalidArgument
-  /// for a position outside [0, max_seq_len).
+  /// x: N x L x H x D, offsets: one per batch row (N values): token l of row n sits at
+  /// offsets[n] + l. Needed when rows of a batch are at different points of their sequences
+  /// (continuous batching, week 2). Throws ShapeError for a wrong rank, D or number of offsets,
+  /// InvalidArgument for a position outside [0, max_seq_len).
   Tensor forward(const Tensor& x, const std::vector<int64_t>& offsets) const {
     if (x.ndim() != 4 || x.dim(3) != dims_) {
       throw ShapeError("RoPE: x must be N x L x H x D with D = " + std::to_string(dims_) +

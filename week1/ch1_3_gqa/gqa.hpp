@@ -39,9 +39,12 @@ struct AttentionMask {
 
 /// Task 2. The additive causal mask, L x S, bottom-right aligned: the last query row is the last
 /// token, so query row i (of L) may see key j (of S) iff j <= i + (S - L). Entry (i, j) is 0 where
-/// it may, -inf where not. causal_mask(3, 5) = [[0, 0, 0, -inf, -inf], [0, 0, 0, 0, -inf], [0, 0,
-/// 0, 0, 0]]. This differs from PyTorch's is_causal, which aligns top-left (j <= i). Throws
-/// ShapeError if L or S is negative or L > S (a query row would see no key at all).
+/// it may, -inf where not:
+///   causal_mask(3, 5) = [[0, 0, 0, -inf, -inf],
+///                        [0, 0, 0,    0, -inf],
+///                        [0, 0, 0,    0,    0]]
+/// This differs from PyTorch's is_causal, which aligns top-left (j <= i).
+/// Throws ShapeError if L or S is negative or L > S (a query row would see no key at all).
 inline Tensor causal_mask(int64_t L, int64_t S) {
   if (L < 0 || S < 0 || L > S) {
     throw ShapeError("causal_mask: need 0 <= L <= S, got L = " + std::to_string(L) +
@@ -52,12 +55,14 @@ inline Tensor causal_mask(int64_t L, int64_t S) {
 
 /// Task 1 (Task 2 adds the causal case). Grouped-query attention:
 ///   query: N.. x H_q x L x D, key and value: N.. x H x S x D (the same N..), H_q a multiple of H
-///   -> N.. x H_q x L x D,   out[.., h_q, :, :] = softmax(Q K^T * scale + M) V
-/// with Q = query[.., h_q], K = key[.., h_q / (H_q / H)], V = value[.., same KV head]. scale
-/// defaults to 1/sqrt(D). mask: none; AttentionMask::causal() (use causal_mask(L, S)); or an
+///   -> out: N.. x H_q x L x D
+///   out[.., h_q, :, :] = softmax(Q K^T * scale + M) V
+///     with Q = query[.., h_q], K = key[.., h_q / (H_q / H)], V = value[.., same KV head]
+/// scale defaults to 1/sqrt(D). mask: none; AttentionMask::causal() (use causal_mask(L, S)); or an
 /// additive tensor broadcastable to N.. x H_q x L x S (e.g. L x S, H_q x L x S). A fully masked
-/// query row gives zeros (ch1.1's softmax). Throws ShapeError for mismatched ranks, N.., D or S,
-/// H_q not a multiple of H, or a mask that does not broadcast (a causal mask with L > S included).
+/// query row gives zeros (ch1.1's softmax).
+/// Throws ShapeError for mismatched ranks, N.., D or S, H_q not a multiple of H, or a mask that
+/// does not broadcast (a causal mask with L > S included).
 inline Tensor scaled_dot_product_attention_grouped(
     const Tensor& query, const Tensor& key, const Tensor& value,
     std::optional<float> scale = std::nullopt, const AttentionMask& mask = AttentionMask::none()) {

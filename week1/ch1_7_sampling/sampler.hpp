@@ -94,8 +94,8 @@ inline std::vector<float> top_p_filter(const std::vector<float>& probs, float p)
 class Sampler {
  public:
   /// Task 1. Validates the configuration and seeds the RNG with config.seed. Throws InvalidArgument
-  /// with a message naming the parameter and its value for: temperature < 0, NaN or infinite; top_k
-  /// < 0; top_p <= 0, > 1 or NaN.
+  /// with a message naming the parameter and its value for:
+  ///   temperature < 0, NaN or infinite;  top_k < 0;  top_p <= 0, > 1 or NaN.
   explicit Sampler(const SamplerConfig& config) : config_(config), rng_(config.seed) {
     TINYLLM_TODO("ch1.7", "Task 1");
   }

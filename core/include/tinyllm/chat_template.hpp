@@ -1,10 +1,10 @@
 // The Qwen2 / Qwen2.5 ChatML chat template, implemented in C++ (no Jinja). For plain messages it
 // renders exactly what transformers' apply_chat_template renders with Qwen2.5's template:
 //
-//   <|im_start|>system\nYou are a helpful assistant.<|im_end|>\n     (when the first message is not
-//   "system")
-//   <|im_start|>{role}\n{content}<|im_end|>\n                        (every message, in order)
-//   <|im_start|>assistant\n                                          (add_generation_prompt)
+//   <|im_start|>system\nYou are a helpful assistant.<|im_end|>\n  (unless the first message is
+//                                                                 "system")
+//   <|im_start|>{role}\n{content}<|im_end|>\n                     (every message, in order)
+//   <|im_start|>assistant\n                                       (add_generation_prompt)
 //
 // Tool calls and multimodal content are not supported.
 #pragma once

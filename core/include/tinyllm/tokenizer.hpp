@@ -3,14 +3,12 @@
 //
 // Pipeline of encode(), exactly as HuggingFace tokenizers runs it:
 //   1. added tokens whose `normalized` flag is false (Qwen's <|im_start|>, <|im_end|>, ...) are
-//   matched in the raw
-//      text (leftmost, then longest; honouring lstrip / rstrip / single_word);
-//   2. every piece between them is normalized (NFC), then added tokens with `normalized: true` are
-//   matched;
+//      matched in the raw text (leftmost, then longest; honouring lstrip / rstrip / single_word);
+//   2. every piece between them is normalized (NFC), then added tokens with `normalized: true`
+//      are matched;
 //   3. the remaining pieces are split by the pre-tokenizer's regex (Qwen2's split regex, or
-//   GPT-2's), each
-//      piece's bytes are mapped to printable characters (GPT-2's bytes_to_unicode) and merged by
-//      BPE ranks.
+//      GPT-2's), each piece's bytes are mapped to printable characters (GPT-2's
+//      bytes_to_unicode) and merged by BPE ranks.
 // Supported tokenizer.json: model BPE (merges as "a b" strings or [a, b] pairs), normalizer null /
 // NFC / Sequence of NFC, pre_tokenizer ByteLevel or Sequence[Split..., ByteLevel], decoder
 // ByteLevel, post_processor null / ByteLevel. Anything else is a TokenizerError naming the field.

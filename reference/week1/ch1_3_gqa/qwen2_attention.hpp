@@ -51,13 +51,15 @@ class Qwen2MultiHeadAttention {
   }
 
   /// Task 3. x: B x L x E -> B x L x E. The tokens of x sit at positions 0..L-1.
-  ///   q = linear(x, wq, bq) as B x L x H_q x D;  k, v = linear(x, wk, bk), linear(x, wv, bv) as B
-  ///   x L x H x D q, k = rope(q), rope(k)   (half-split, offset 0; v is not rotated) o =
-  ///   scaled_dot_product_attention_grouped over B x H_q x L x D and B x H x L x D, scale
-  ///   1/sqrt(D), mask out = linear(o as B x L x (H_q*D), wo)   (no bias)
-  /// mask: none, AttentionMask::causal() (what a decoder uses), or additive, broadcastable to B x
-  /// H_q x L x L. Throws ShapeError unless x is B x L x E; InvalidArgument (from RoPE) if L >
-  /// max_seq_len.
+  ///   q    = linear(x, wq, bq) as B x L x H_q x D
+  ///   k, v = linear(x, wk, bk), linear(x, wv, bv) as B x L x H x D
+  ///   q, k = rope(q), rope(k)          (half-split, offset 0; v is not rotated)
+  ///   o    = scaled_dot_product_attention_grouped(q, k, v, 1/sqrt(D), mask)
+  ///          with q, k, v transposed to B x H_q x L x D and B x H x L x D
+  ///   out  = linear(o as B x L x (H_q*D), wo)   (no bias)
+  /// mask: none, AttentionMask::causal() (what a decoder uses), or additive, broadcastable to
+  /// B x H_q x L x L.
+  /// Throws ShapeError unless x is B x L x E; InvalidArgument (from RoPE) if L > max_seq_len.
   Tensor forward(const Tensor& x, const AttentionMask& mask = AttentionMask::none()) const {
     if (x.ndim() != 3 || x.dim(2) != hidden_size_) {
       throw ShapeError("Qwen2MultiHeadAttention: x must be B x L x E with E = " +

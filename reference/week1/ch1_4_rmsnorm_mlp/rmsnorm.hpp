@@ -14,8 +14,9 @@ namespace tinyllm {
 
 class RMSNorm {
  public:
-  /// dim = D, the size of the normalised (last) axis; weight: D (the learned per-feature gain); eps
-  /// > 0 keeps the division finite for an all-zero vector (Qwen2 configs use rms_norm_eps = 1e-6).
+  /// dim = D, the size of the normalised (last) axis; weight: D (the learned per-feature gain);
+  /// eps > 0 keeps the division finite for an all-zero vector (Qwen2 configs use rms_norm_eps =
+  /// 1e-6).
   /// Throws ShapeError if weight is not a vector of D values, InvalidArgument if eps < 0.
   RMSNorm(int64_t dim, Tensor weight, float eps = 1e-5f)
       : dim_(dim), weight_(std::move(weight)), eps_(eps) {

@@ -1,8 +1,8 @@
 // Chapter 1.5, Tasks 2 and 3: the Qwen2 decoder block and the whole model, assembled from a
 // checkpoint.
 //
-//   ids B x L -> Embedding -> [Qwen2TransformerBlock] x num_hidden_layers -> RMSNorm -> output head
-//   -> B x L x V
+//   ids B x L -> Embedding -> [Qwen2TransformerBlock] x num_hidden_layers -> RMSNorm
+//             -> output head -> logits B x L x V
 //
 // Each block is pre-norm with two residual connections:
 //   h   = x + attention(input_layernorm(x))            (causal mask, RoPE at positions 0..L-1)
@@ -88,12 +88,14 @@ class Qwen2TransformerBlock {
   Qwen2MLP mlp_;
 };
 
-/// Task 3. Loads the weights of decoder layer `layer` from a Hugging Face checkpoint. With P =
-/// "model.layers.<layer>.":
-///   P self_attn.{q,k,v}_proj.weight  (H_q*D) x E, (H*D) x E, (H*D) x E   P
-///   self_attn.{q,k,v}_proj.bias P self_attn.o_proj.weight        E x (H_q*D) P
-///   mlp.{gate,up}_proj.weight  I x E P mlp.down_proj.weight           E x I P
-///   {input,post_attention}_layernorm.weight  E
+/// Task 3. Loads the weights of decoder layer `layer` from a Hugging Face checkpoint. With
+/// P = "model.layers.<layer>.":
+///   P self_attn.{q,k,v}_proj.weight           (H_q*D) x E, (H*D) x E, (H*D) x E
+///   P self_attn.{q,k,v}_proj.bias             H_q*D, H*D, H*D
+///   P self_attn.o_proj.weight                 E x (H_q*D)
+///   P mlp.{gate,up}_proj.weight               I x E
+///   P mlp.down_proj.weight                    E x I
+///   P {input,post_attention}_layernorm.weight E
 /// Load each with checkpoint.load(name, expected_shape): a missing tensor is a FormatError naming
 /// it, a tensor of another shape a ShapeError naming it and both shapes.
 inline Qwen2BlockWeights load_qwen2_block_weights(const Checkpoint& checkpoint,
@@ -183,8 +185,10 @@ inline Qwen2ModelWeights load_qwen2_model_weights(const Checkpoint& checkpoint,
 class Qwen2ModelWeek1 {
  public:
   /// Task 3. Builds the model from `config` and load_qwen2_model_weights(checkpoint, config):
-  ///   embedding_ from embed_tokens, one Qwen2TransformerBlock per entry of layers, norm_ (eps =
-  ///   rms_norm_eps) from norm, lm_head_ from lm_head (empty when tied).
+  ///   embedding_ from embed_tokens,
+  ///   one Qwen2TransformerBlock per entry of layers,
+  ///   norm_ (eps = rms_norm_eps) from norm,
+  ///   lm_head_ from lm_head (empty when tied).
   /// The provided check rejects configs the model cannot run (ConfigError).
   Qwen2ModelWeek1(const Qwen2Config& config, const Checkpoint& checkpoint) : config_(config) {
     check_supported_config(config_, "Qwen2ModelWeek1");
@@ -197,10 +201,12 @@ class Qwen2ModelWeek1 {
     // SOLUTION END
   }
 
-  /// Task 3. tokens: B rows of L ids -> logits B x L x V (f32), position l of each row attending to
-  /// 0..l:
-  ///   h = embedding_.forward(tokens); h = layer.forward(h, causal) for every layer; h =
-  ///   norm_.forward(h); logits = tied ? embedding_.as_linear(h) : linear(h, lm_head_)
+  /// Task 3. tokens: B rows of L ids -> logits B x L x V (f32), position l of each row attending
+  /// to 0..l:
+  ///   h = embedding_.forward(tokens)
+  ///   h = layer.forward(h, causal)      for every layer
+  ///   h = norm_.forward(h)
+  ///   logits = tied ? embedding_.as_linear(h) : linear(h, lm_head_)
   /// Throws ShapeError (empty or ragged batch), InvalidArgument (id outside [0, V)),
   /// ContextLengthError (L > max_position_embeddings); these checks are provided.
   Tensor forward(const std::vector<TokenIds>& tokens) const {

@@ -102,8 +102,8 @@ inline TokenId sample_from(const std::vector<float>& probs, Rng& rng) {
     last_nonzero = static_cast<TokenId>(i);
     if (running > target) return last_nonzero;
   }
-  return last_nonzero;  // rounding left target just above the running sum: take the last possible
-                        // id
+  // Rounding left target just above the running sum: take the last possible id.
+  return last_nonzero;
   // SOLUTION END
 }
 
@@ -164,8 +164,8 @@ inline std::vector<float> top_p_filter(const std::vector<float>& probs, float p)
 class Sampler {
  public:
   /// Task 1. Validates the configuration and seeds the RNG with config.seed. Throws InvalidArgument
-  /// with a message naming the parameter and its value for: temperature < 0, NaN or infinite; top_k
-  /// < 0; top_p <= 0, > 1 or NaN.
+  /// with a message naming the parameter and its value for:
+  ///   temperature < 0, NaN or infinite;  top_k < 0;  top_p <= 0, > 1 or NaN.
   explicit Sampler(const SamplerConfig& config) : config_(config), rng_(config.seed) {
     // SOLUTION BEGIN ch1.7 Task 1
     if (!(std::isfinite(config.temperature) && config.temperature >= 0.0f)) {

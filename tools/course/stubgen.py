@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates the learner stubs (week1/, week2/, week3/) from the reference solution tree.
+"""Generates the learner stubs (week1/, week2/, ...) from the reference solution tree.
 
 Every region of a reference header between
     // SOLUTION BEGIN ch1.1 Task 2
@@ -9,8 +9,12 @@ copied as it is, so the committed stubs and the reference differ only inside the
 goes through clang-format (with the repository's .clang-format), because a body cut down to one TODO line may
 now fit on its signature's line; so the stubs pass the same format check as every other file.
 
-    python3 tools/stubgen.py            # write week*/ from reference/week*/
-    python3 tools/stubgen.py --check    # exit 1 (and show a diff) if the committed stubs have drifted
+The chapters are the ones declared in cmake/chapters.cmake (read by chapters.py): reference/<week>/<dir>/ of
+each declared chapter makes <week>/<dir>/. A file under reference/ or a week folder that belongs to no declared
+chapter is an error (declare the chapter first).
+
+    python3 tools/course/stubgen.py            # write week*/ from reference/week*/
+    python3 tools/course/stubgen.py --check    # exit 1 (and show a diff) if the committed stubs have drifted
 Standard library only, plus the clang-format program (Debian's clang-format; CI checks formatting with it).
 """
 import argparse
@@ -21,7 +25,9 @@ import shutil
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import chapters
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tools/course/stubgen.py -> the repository root
 BEGIN = re.compile(r"^(?P<indent>\s*)// SOLUTION BEGIN (?P<chapter>ch\d+\.\d+) (?P<task>Task \d+)\s*$")
 END = re.compile(r"^\s*// SOLUTION END\s*$")
 TODO_INCLUDE = '#include "tinyllm/todo.hpp"'
@@ -71,21 +77,30 @@ def clang_format(text: str, path: pathlib.Path) -> str:
     return result.stdout
 
 
-def expected_stubs() -> dict:
+def expected_stubs(chapter_list) -> dict:
+    """Learner path -> the text generated from its reference file, for every declared chapter."""
     stubs = {}
-    for source in sorted((ROOT / "reference").glob("week*/**/*")):
-        if not source.is_file():
-            continue
-        relative = source.relative_to(ROOT / "reference")
-        text = source.read_text(encoding="utf-8")
-        if source.suffix in (".hpp", ".h", ".cpp"):
-            text = clang_format(make_stub(text, str(source.relative_to(ROOT))), ROOT / relative)
-        stubs[ROOT / relative] = text
+    chapter_dirs = [ROOT / c.reference_dir for c in chapter_list]
+    for source in sorted((ROOT / "reference").glob("**/*")):
+        if source.is_file() and not any(d in source.parents for d in chapter_dirs):
+            raise StubError(f"{source.relative_to(ROOT)} belongs to no chapter declared in {chapters.DECLARATION}")
+    for chapter_dir in chapter_dirs:
+        if not chapter_dir.is_dir():
+            raise StubError(f"{chapter_dir.relative_to(ROOT)} does not exist (declared in {chapters.DECLARATION})")
+        for source in sorted(chapter_dir.glob("**/*")):
+            if not source.is_file():
+                continue
+            relative = source.relative_to(ROOT / "reference")
+            text = source.read_text(encoding="utf-8")
+            if source.suffix in (".hpp", ".h", ".cpp"):
+                text = clang_format(make_stub(text, str(source.relative_to(ROOT))), ROOT / relative)
+            stubs[ROOT / relative] = text
     return stubs
 
 
-def learner_files() -> set:
-    return {p for week in ("week1", "week2", "week3") for p in (ROOT / week).glob("**/*")
+def learner_files(chapter_list) -> set:
+    """Every file in the week folders of the declared chapters (a week's README.md aside)."""
+    return {p for week in chapters.weeks(chapter_list) for p in (ROOT / week).glob("**/*")
             if p.is_file() and p.name != "README.md"}
 
 
@@ -94,8 +109,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     args = parser.parse_args()
     try:
-        stubs = expected_stubs()
-    except StubError as error:
+        chapter_list = chapters.declared()
+        stubs = expected_stubs(chapter_list)
+    except (StubError, chapters.DeclarationError) as error:
         print(f"stubgen: {error}", file=sys.stderr)
         return 2
     drift = 0
@@ -114,12 +130,12 @@ def main() -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"stubgen: wrote {path.relative_to(ROOT)}")
-    for extra in sorted(learner_files() - set(stubs)):
+    for extra in sorted(learner_files(chapter_list) - set(stubs)):
         drift += 1
         print(f"stubgen: {extra.relative_to(ROOT)} has no counterpart in reference/")
     if args.check:
         if drift:
-            print(f"stubgen: {drift} file(s) drifted; run `python3 tools/stubgen.py` and commit the result")
+            print(f"stubgen: {drift} file(s) drifted; run `python3 tools/course/stubgen.py` and commit the result")
             return 1
         print(f"stubgen: {len(stubs)} stub file(s) match the reference")
     return 0

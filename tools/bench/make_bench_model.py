@@ -2,7 +2,7 @@
 """Writes a Qwen2-0.5B-shaped checkpoint with random weights for `tinyllm bench` (performance does not depend on the
 weights' values).
 
-    /usr/bin/python3 tools/make_bench_model.py [--out .cache/bench-model] [--dtype bf16|f32] [--seed 0]
+    /usr/bin/python3 tools/bench/make_bench_model.py [--out .cache/bench-model] [--dtype bf16|f32] [--seed 0]
 
 Shapes of Qwen/Qwen2-0.5B: hidden 896, 24 layers, 14 query / 2 key-value heads of 64, intermediate 4864,
 vocab 151936, tied embeddings (494,032,768 parameters; about 0.99 GB in bf16). Hugging Face layout: config.json +
@@ -17,7 +17,8 @@ import sys
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tools/bench/make_bench_model.py -> the repository root, three levels up.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools", "fixtures"))
 from safetensors_io import save  # noqa: E402
 
@@ -84,7 +85,7 @@ def main():
         json.dump(config, f, indent=2)
         f.write("\n")
     save(os.path.join(a.out, "model.safetensors"), t,
-         {"format": "pt", "generator": "tools/make_bench_model.py", "seed": str(a.seed),
+         {"format": "pt", "generator": "tools/bench/make_bench_model.py", "seed": str(a.seed),
           "note": "random weights, Qwen2-0.5B shapes, for benchmarks only"})
     print(f"wrote {a.out}: {n:,} parameters, {a.dtype}")
 

@@ -2,23 +2,25 @@
 """The instructor diff: a learner's chapter files against the reference solution, chapter by chapter, with both
 sides normalised by clang-format (the repository's .clang-format), so only what differs in substance shows.
 
-    python3 tools/diff.py                                   # this checkout's week*/ against reference/
-    python3 tools/diff.py --work ~/their-tiny-llm --chapters ch1.3
-    python3 tools/diff.py --work ~/their-tiny-llm --stat    # one line per chapter: files and lines changed
+    python3 tools/course/diff.py                                 # this checkout's week*/ against reference/
+    python3 tools/course/diff.py --work ~/their-tiny-llm --chapters ch1.3
+    python3 tools/course/diff.py --work ~/their-tiny-llm --stat  # one line per chapter: files and lines changed
 
 On a pristine checkout the diff shows exactly the solution bodies (each stub's TINYLLM_TODO line against the
-reference's solved region). Chapters come from tests/manifest.json. Standard library and clang-format only.
+reference's solved region). Chapters come from cmake/chapters.cmake (chapters.py). Standard library and
+clang-format only.
 """
 import argparse
 import difflib
-import json
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import chapters
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tools/course/diff.py -> the repository root
 
 
 def formatted(path: pathlib.Path) -> list:
@@ -40,12 +42,12 @@ def main() -> int:
     if shutil.which("clang-format") is None:
         raise SystemExit("diff: clang-format is not installed (bash tools/setup.sh installs it)")
     work = pathlib.Path(args.work).resolve()
-    wanted = set(args.chapters.split(",")) if args.chapters else None
-    chapters = json.loads((ROOT / "tests" / "manifest.json").read_text())["chapters"]
-    for chapter in chapters:
-        if wanted and chapter["id"] not in wanted:
-            continue
-        relative_dir = pathlib.Path(chapter["week"]) / chapter["dir"]
+    try:
+        selected = chapters.select(chapters.declared(), chapters.split_list(args.chapters))
+    except ValueError as error:
+        raise SystemExit(f"diff: {error}")
+    for chapter in selected:
+        relative_dir = chapter.learner_dir
         files = sorted(p.name for p in (ROOT / "reference" / relative_dir).glob("*") if p.is_file())
         added = removed = changed_files = 0
         for name in files:
@@ -61,7 +63,7 @@ def main() -> int:
             if not args.stat:
                 sys.stdout.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
         if args.stat:
-            print(f"{chapter['id']:6} {chapter['title'][:36]:36} {changed_files} of {len(files)} files, "
+            print(f"{chapter.id:6} {chapter.title[:36]:36} {changed_files} of {len(files)} files, "
                   f"+{added} -{removed} lines against the reference")
     return 0
 

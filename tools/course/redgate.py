@@ -1,23 +1,25 @@
 #!/usr/bin/env python3
 """The red gate: on the pristine stubs, every chapter test must fail, and fail because of the chapter's TODO.
 
-    cmake --preset learner && cmake --build --preset learner
-    python3 tools/redgate.py [--build-dir build/learner] [--weeks week1,week2]
+    cmake --preset learner -DTINYLLM_REDGATE=ON && cmake --build --preset learner
+    python3 tools/course/redgate.py [--build-dir build/learner] [--weeks week1,week2]
 
-For each chapter declared in build/<preset>/chapters.json (the cmake declaration), it runs the chapter's tests
+For each chapter declared in cmake/chapters.cmake (as the build saw it: build/<preset>/chapters.json, which also
+says which tree each chapter was built from, and must match the declaration), it runs the chapter's tests
 and checks that (1) the chapter has tests, (2) none of them passes, (3) each failure message names a TODO of
 this chapter or of a chapter it builds on ("TODO(ch1."). Then it runs the meta test (label `redgate`), which
 calls every public stub directly and must pass. Standard library only.
 """
 import argparse
-import json
 import pathlib
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import chapters
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tools/course/redgate.py -> the repository root
 
 
 def run_ctest(build_dir: pathlib.Path, label: str, junit: pathlib.Path) -> ET.Element:
@@ -31,14 +33,17 @@ def run_ctest(build_dir: pathlib.Path, label: str, junit: pathlib.Path) -> ET.El
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build-dir", default=str(ROOT / "build" / "learner"))
-    parser.add_argument("--weeks", default="week1,week2,week3")
+    parser.add_argument("--weeks", help="comma-separated weeks, e.g. week1 (default: every declared week)")
     args = parser.parse_args()
     build_dir = pathlib.Path(args.build_dir).resolve()
-    chapters = json.loads((build_dir / "chapters.json").read_text())
-    weeks = set(args.weeks.split(","))
+    built = chapters.from_build(build_dir)
+    try:
+        wanted = {c.id for c in chapters.select(chapters.declared(), week_names=chapters.split_list(args.weeks))}
+    except ValueError as error:
+        raise SystemExit(f"redgate: {error}")
     problems = []
-    for chapter in chapters:
-        if chapter["week"] not in weeks:
+    for chapter in built:
+        if chapter["id"] not in wanted:
             continue
         cid = chapter["id"]
         if chapter["tree"] != "learner":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws `tinyllm bench --json` results beside llama.cpp's figures as an SVG bar chart.
 
-  python3 tools/plot_bench.py --bench bench.json --out book/figures/week2_performance.svg
+  python3 tools/bench/plot_bench.py --bench bench.json --out book/figures/week2_performance.svg
 
 Four panels (pp512 1t, pp512 2t, tg128 1t, tg128 2t), one pair of bars per precision: llama.cpp's
 figure on the same machine kind (../shared/performance.md, lower end of its range) and ours (mean,

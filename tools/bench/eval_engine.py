@@ -6,7 +6,7 @@ data/models/eval/heldout.jsonl that need no tools, once per precision, and print
 how many answers equal the reference sentence, and how many equal the first precision's answer
 (so `--precisions f32,q4` says whether quantizing to 4 bits changed any answer).
 
-  python3 tools/eval_engine.py --exe build/release/apps/tinyllm-ref \
+  python3 tools/bench/eval_engine.py --exe build/release/apps/tinyllm-ref \
       --skills arith_add_2d,arith_sub_2d,facts --per-skill 40 --precisions f32,bf16,q8,q4
 
 Stdlib only. The expected answers come from the corpus generator (tools/models/make_corpus.py),
@@ -19,7 +19,7 @@ import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tools/bench/eval_engine.py -> the repository root
 PRECISION_FLAGS = {
     "f32": [],
     "bf16": ["--dtype", "bf16"],

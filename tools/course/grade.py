@@ -2,22 +2,24 @@
 """The grader: builds a learner's chapter files on a pristine copy of the course, one chapter at a time, and scores
 each chapter's tests against the manifest of tests the reference passes.
 
-    python3 tools/grade.py                               # grade this checkout's week*/ files, every chapter
-    python3 tools/grade.py --week week1 --json grade.json
-    python3 tools/grade.py --work ~/their-tiny-llm --chapters ch1.1,ch1.3
-    python3 tools/grade.py --write-manifest --build-dir build/reference   # instructors: refresh tests/manifest.json
-    python3 tools/grade.py --check-manifest --build-dir build/reference   # CI: the manifest is up to date
+    python3 tools/course/grade.py                        # grade this checkout's week*/ files, every chapter
+    python3 tools/course/grade.py --week week1 --json grade.json
+    python3 tools/course/grade.py --work ~/their-tiny-llm --chapters ch1.1,ch1.3
+    python3 tools/course/grade.py --write-manifest --build-dir build/reference   # instructors: refresh the manifest
+    python3 tools/course/grade.py --check-manifest --build-dir build/reference   # CI: the manifest is up to date
 
 How it grades:
   1. the pristine tree is the course as committed (`git archive HEAD` of the repository this script lives in,
      without data/, which is linked);
-  2. only learner-owned files are taken from --work: the chapter headers under week1/, week2/, week3/ (the files
-     the stubs have). Tests, core, CMake and fixtures stay pristine, so an edited test changes nothing;
+  2. only learner-owned files are taken from --work: the chapter headers in <week>/<dir>/ of every chapter
+     declared in cmake/chapters.cmake (the files the stubs have). Tests, core, CMake and fixtures stay pristine,
+     so an edited test changes nothing;
   3. one build directory (learner tree, Debug, ASan+UBSan unless --no-sanitize, warnings not fatal); each
      chapter's test executable is built as its own target, so a chapter that does not compile fails alone
      (chapters that include it fail too: they cannot be built without it);
   4. each chapter's tests run with ctest (JUnit output) and are joined with tests/manifest.json: a test of the
      manifest that did not run, because its chapter did not build or it was missing, counts as failed.
+The chapters graded (and their order) are the declared ones (chapters.py); the manifest gives their tests.
 It prints a table per chapter and writes JSON with --json. Exit status 0 when every graded test passed.
 Standard library only.
 """
@@ -31,9 +33,10 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import chapters
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tools/course/grade.py -> the repository root
 MANIFEST = ROOT / "tests" / "manifest.json"
-LEARNER_DIRS = ("week1", "week2", "week3")
 
 
 def sh(cmd, **kwargs) -> subprocess.CompletedProcess:
@@ -47,21 +50,21 @@ def tests_by_chapter(build_dir: pathlib.Path) -> dict:
         raise SystemExit(f"grade: ctest --show-only failed in {build_dir}:\n{out.stdout[-2000:]}")
     # ctest may print discovery messages before the JSON.
     listing = json.loads(out.stdout[out.stdout.index("{"):])
-    chapters: dict = {}
+    by_chapter: dict = {}
     for test in listing["tests"]:
         labels = [p["value"] for p in test.get("properties", []) if p["name"] == "LABELS"]
         for label in (labels[0] if labels else []):
             if re.fullmatch(r"ch\d+\.\d+", label):
-                chapters.setdefault(label, []).append(test["name"])
-    return {cid: sorted(names) for cid, names in chapters.items()}
+                by_chapter.setdefault(label, []).append(test["name"])
+    return {cid: sorted(names) for cid, names in by_chapter.items()}
 
 
 def manifest_from_build(build_dir: pathlib.Path) -> dict:
-    chapters = json.loads((build_dir / "chapters.json").read_text())
-    if any(c["tree"] != "reference" for c in chapters):
+    built = chapters.from_build(build_dir)
+    if any(c["tree"] != "reference" for c in built):
         raise SystemExit("grade: the manifest must come from a build where every chapter is on the reference")
     tests = tests_by_chapter(build_dir)
-    return {"chapters": [dict(c, tests=tests.get(c["id"], [])) for c in chapters]}
+    return {"chapters": [dict(c, tests=tests.get(c["id"], [])) for c in built]}
 
 
 def pristine_tree(work_dir: pathlib.Path, into: pathlib.Path) -> list:
@@ -71,8 +74,9 @@ def pristine_tree(work_dir: pathlib.Path, into: pathlib.Path) -> list:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     (into / "data").symlink_to(ROOT / "data")
     taken = []
-    for week in LEARNER_DIRS:
-        for pristine in sorted((into / week).rglob("*")) if (into / week).exists() else []:
+    for chapter in chapters.declared(into):
+        learner_dir = into / chapter.learner_dir
+        for pristine in sorted(learner_dir.rglob("*")) if learner_dir.exists() else []:
             if not pristine.is_file():
                 continue
             relative = pristine.relative_to(into)
@@ -102,9 +106,16 @@ def junit_results(build_dir: pathlib.Path, cid: str) -> dict:
 
 
 def grade(args) -> int:
-    manifest = json.loads(MANIFEST.read_text())
-    wanted_chapters = set(args.chapters.split(",")) if args.chapters else None
-    weeks = set(args.week.split(",")) if args.week else None
+    manifest = {c["id"]: c for c in json.loads(MANIFEST.read_text())["chapters"]}
+    try:
+        graded = chapters.select(chapters.declared(), chapters.split_list(args.chapters),
+                                 chapters.split_list(args.week))
+    except ValueError as error:
+        raise SystemExit(f"grade: {error}")
+    missing = [c.id for c in graded if c.id not in manifest]
+    if missing:
+        raise SystemExit(f"grade: {MANIFEST.relative_to(ROOT)} has no tests for {', '.join(missing)}; refresh it with "
+                         "python3 tools/course/grade.py --write-manifest --build-dir build/reference")
     work_dir = pathlib.Path(args.work).resolve()
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="tinyllm-grade-"))
     tree, build_dir = scratch / "src", scratch / "build"
@@ -119,28 +130,26 @@ def grade(args) -> int:
         raise SystemExit(f"grade: configuring the pristine tree failed:\n{out.stdout[-3000:]}")
 
     report, all_passed = [], True
-    for chapter in manifest["chapters"]:
-        cid = chapter["id"]
-        if (wanted_chapters and cid not in wanted_chapters) or (weeks and chapter["week"] not in weeks):
-            continue
-        built = sh(["cmake", "--build", str(build_dir), "--target", "test_" + chapter["dir"], "-j", str(args.jobs)])
+    for chapter in graded:
+        cid, expected = chapter.id, manifest[chapter.id]["tests"]
+        built = sh(["cmake", "--build", str(build_dir), "--target", chapter.test_target, "-j", str(args.jobs)])
         results = junit_results(build_dir, cid) if built.returncode == 0 else {}
         tests = []
-        for name in chapter["tests"]:
+        for name in expected:
             passed, reason = results.get(name, (False, "did not run" if built.returncode == 0 else "did not build"))
             tests.append({"name": name, "passed": passed, "reason": "" if passed else reason})
-        unexpected = sorted(set(results) - set(chapter["tests"]))
+        unexpected = sorted(set(results) - set(expected))
         n_passed = sum(t["passed"] for t in tests)
         status = ("build failed" if built.returncode != 0 else
                   "PASS" if n_passed == len(tests) else "not yet" if n_passed == 0 else "partial")
         all_passed &= status == "PASS"
-        entry = {"id": cid, "title": chapter["title"], "status": status, "passed": n_passed,
+        entry = {"id": cid, "title": chapter.title, "status": status, "passed": n_passed,
                  "expected": len(tests), "tests": tests, "unexpected_tests": unexpected}
         if built.returncode != 0:
             errors = [line for line in built.stdout.splitlines() if "error" in line]
             entry["build_errors"] = errors[:10]
         report.append(entry)
-        print(f"  {cid:6} {chapter['title'][:34]:34} {n_passed:3}/{len(tests):<3} {status}", flush=True)
+        print(f"  {cid:6} {chapter.title[:34]:34} {n_passed:3}/{len(tests):<3} {status}", flush=True)
         for line in entry.get("build_errors", [])[:3]:
             print(f"         {line[:150]}")
     total = sum(e["passed"] for e in report), sum(e["expected"] for e in report)
@@ -175,7 +184,7 @@ def main() -> int:
             print(f"grade: wrote {MANIFEST} ({sum(len(c['tests']) for c in fresh['chapters'])} chapter tests)")
             return 0
         if json.loads(MANIFEST.read_text()) != fresh:
-            print("grade: tests/manifest.json is out of date; run python3 tools/grade.py --write-manifest "
+            print("grade: tests/manifest.json is out of date; run python3 tools/course/grade.py --write-manifest "
                   "--build-dir build/reference and commit it")
             return 1
         print("grade: tests/manifest.json matches the reference build")
