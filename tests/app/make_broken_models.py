@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes copies of a model directory with one tensor broken, for the error tests of the command line
-(apps/CMakeLists.txt): a checkpoint the front door must refuse rather than run. Standard library only.
+(tests/app/CMakeLists.txt): a checkpoint the front door must refuse rather than run. Standard library only.
 
     make_broken_models.py --model data/fixtures/ch1.6/random-test-bpe --out build/.../test-data
 
