@@ -108,9 +108,9 @@ BENCHMARK(BM_EngineMatmul)
 // decode step of Qwen2-0.5B (the fused q/k/v, o, the fused gate/up, down, the tied head), each call
 // reading the weights from memory (copies rotated as above). Modes: 0 one product of all M rows
 // (what the engine calls), 1 the M rows as M separate M = 1 products (the baseline: M requests
-// decoded one by one); with the fast kernel choice {int8_decode, bf16_prefill} (2 and 3: the same
-// with the exact one). GB/s: weight bytes of ONE pass per call, so mode 0 at M rows matching mode 0
-// at M = 1 means the M rows cost no more than one. Args: shape, spec, M, threads, mode.
+// decoded one by one); with KernelChoice::fast() (2 and 3: the same with KernelChoice::exact()).
+// GB/s: weight bytes of ONE pass per call, so mode 0 at M rows matching mode 0 at M = 1 means the M
+// rows cost no more than one. Args: shape, spec, M, threads, mode.
 constexpr int64_t kStepShapes[5][2] = {
     {1152, 896}, {896, 896}, {9728, 896}, {896, 4864}, {151936, 896}};
 const char* kStepShapeNames[] = {"qkv", "o", "gate_up", "down", "head"};
@@ -136,7 +136,8 @@ void BM_BatchedDecode(benchmark::State& state) {
   const int64_t M = state.range(2), N = kStepShapes[shape][1];
   const int mode = static_cast<int>(state.range(4));
   const bool fast = mode < 2, separate = mode % 2 == 1;
-  const KernelChoice how{static_cast<int>(state.range(3)), fast, fast};
+  const int threads = static_cast<int>(state.range(3));
+  const KernelChoice how = fast ? KernelChoice::fast(threads) : KernelChoice::exact(threads);
   const std::vector<WeightMatrix>& w = step_weights(shape, spec);
   const Tensor x = normal_tensor(M, N, 99u);
   std::vector<Tensor> rows;

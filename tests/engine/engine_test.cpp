@@ -20,14 +20,14 @@
 
 #include "engine/kernels/bf16_gemm.hpp"
 #include "engine/kernels/bf16_matvec.hpp"
-#include "engine_fixtures.hpp"
 #include "engine/kernels/int8_matvec.hpp"
+#include "engine/kernels/weight_matrix.hpp"
 #include "engine/model/qwen2_engine.hpp"
+#include "engine_fixtures.hpp"
 #include "tinyllm/dtype.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/tokenizer.hpp"
 #include "tinyllm_test.hpp"
-#include "engine/kernels/weight_matrix.hpp"
 
 namespace tinyllm::engine {
 namespace {
@@ -302,11 +302,12 @@ TEST(Int8Matvec, WithinTheActivationRoundingBoundOfTheScalarProduct) {
 }
 
 TEST(EngineKernels, Int8DecodeAndBf16PrefillKeepTheLogitsNearHf) {
-  // The engine's default kernels for q8/q4 (int8 activations in decode, bf16 x bf16 in prefill)
-  // against HF's logits (greedy answers: Engine.QuantizedGreedyChatAnswersEqualHf). Measured max
-  // |error|: q8 g32 0.12 with chapter 2.3's kernels, 0.55 with these (the activations' own
-  // rounding: about 0.4% per value in int8, 0.2% in bf16); q4 g64 1.47-1.49 either way (the
-  // weights' rounding dominates). Bounds about 2x; q8 keeps every argmax.
+  // The engine's default kernels for q8/q4 (int8 activations in decode, M = 1; bf16 x bf16 in
+  // prefills of more than kSmallMMax tokens, exact streaming kernels in these shorter ones) against
+  // HF's logits (greedy answers: Engine.QuantizedGreedyChatAnswersEqualHf). Measured max |error|:
+  // q8 g32 0.12 with the exact kernels, 0.35 with these (0.55 when these prefills ran bf16_gemm;
+  // the activations' own rounding: about 0.4% per value in int8, 0.2% in bf16); q4 g64 1.47-1.49
+  // either way (the weights' rounding dominates). Bounds about 2x; q8 keeps every argmax.
   for (WeightFormat format : {WeightFormat::Q8, WeightFormat::Q4}) {
     SCOPED_TRACE(weight_format_name(format));
     const LogitError exact =
@@ -394,9 +395,11 @@ TEST(EngineKernels, Bf16AndF32MatvecEqualTheExactProduct) {
 }
 
 TEST(EngineKernels, Bf16PrefillWithinTheActivationRounding) {
-  // bf16 weights as stored, activations rounded to bf16 in prefill only (relative error <= 2^-9
-  // per value, in every layer): measured max |error| against HF's f32 logits on the trained model
-  // about 0.05 (logits ~10-20); bound 0.15. Decode (M = 1) stays exact f32 activations.
+  // bf16 weights as stored, activations rounded to bf16 in prefills of more than kSmallMMax tokens
+  // (bf16_gemm; relative error <= 2^-8 per value, in every layer): measured max |error| against
+  // HF's f32 logits on the trained model about 0.05 (logits ~10-20); bound 0.15. These prompts are
+  // shorter: their prefill runs the exact streaming kernel, as decode does (measured 1.5e-5);
+  // bf16_gemm's own bound is KernelBounds.Bf16GemmWithinTheOperandRoundingOfTheExactProduct.
   const LogitError err =
       tiny_qwen2_logit_error(load_qwen2_engine(tiny_qwen2(), options(WeightFormat::Bf16)));
   std::cout << "bf16 prefill: max |logit error| " << err.max_abs << ", argmax agreement "
