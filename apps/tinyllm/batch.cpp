@@ -2,8 +2,11 @@
 // 2.7's scheduler, continuous batching with chunked prefill), on the model model_choice.hpp picks
 // (the course's Week 2 model, or the engine with --dtype/--quantize or an MLX checkpoint), with a
 // live per-slot view and a summary of prefill and decode speed, time to first token and time per
-// output token. --check re-runs every request alone (chapter 2.1's greedy generation with a KV
-// cache, on the same model) and fails if any output differs. The server is the other front-end
+// output token. --check re-runs every request alone (an LLMEngine with one slot and the same
+// prefill chunk, on the same model) and fails if any output differs: batching must not change a
+// token. (The same chunk, because the engine's fast kernels round a step of more than 48 rows, a
+// long prompt's one-shot prefill, differently from the chunks of it; the tests compare chapter
+// 2.1's unchunked generation too, on prompts shorter than that.) The server is the other front-end
 // over the same LLMEngine.
 #include <unistd.h>
 
@@ -259,26 +262,25 @@ void print_summary(const engine::LLMEngine& engine, int64_t batch_size, double w
   std::printf("  wall time %.2f s\n", wall_s);
 }
 
-// --check: every request alone through chapter 2.1's greedy generation on the same model.
+// --check: every request alone (one slot, the same prefill chunk) on the same model.
 int check_outputs(const LanguageModel& model, const engine::LLMEngine& engine,
-                  const std::vector<TokenIds>& prompts, int64_t max_tokens,
-                  const TokenIds& stop_ids) {
+                  const std::vector<TokenIds>& prompts, int64_t chunk,
+                  const engine::SamplingParams& params) {
   int64_t differ = 0;
-  const int64_t context = model.config().max_position_embeddings;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    const int64_t room = context - static_cast<int64_t>(prompts[i].size());
-    const Generation alone = generate_tokens_with_kv_cache(
-        model, prompts[i],
-        GenerationOptions{.max_new_tokens = std::min(max_tokens, room), .stop_ids = stop_ids});
+    engine::LLMEngine single(model, {1, chunk, 0});
+    single.submit(prompts[i], params);
+    single.run_to_completion();
+    const TokenIds& alone = single.tokens(0);
     const TokenIds& batched = engine.tokens(static_cast<int64_t>(i));
-    if (alone.tokens == batched) continue;
+    if (alone == batched) continue;
     ++differ;
     size_t at = 0;
-    while (at < batched.size() && at < alone.tokens.size() && batched[at] == alone.tokens[at]) ++at;
+    while (at < batched.size() && at < alone.size() && batched[at] == alone[at]) ++at;
     std::printf(
         "check: request %zu differs from its single-request run at token %zu (%zu vs %zu "
         "tokens)\n",
-        i, at, batched.size(), alone.tokens.size());
+        i, at, batched.size(), alone.size());
   }
   if (differ > 0) {
     std::printf("check: FAILED, %lld of %zu requests differ\n", static_cast<long long>(differ),
@@ -308,10 +310,11 @@ int run_batch(const CommandLine& cl) {
   const TokenIds stop_ids = default_stop_ids(config, &tokenizer);
 
   engine::LLMEngine engine(*loaded.model, {batch_size, chunk, 0});
+  const engine::SamplingParams params{{}, max_tokens, stop_ids};  // greedy
   std::vector<TokenIds> prompts;
   for (const std::string& q : questions) {
     prompts.push_back(tokenizer.encode(apply_chat_template({{"user", q}}, true)));
-    engine.submit(prompts.back(), engine::SamplingParams{{}, max_tokens, stop_ids});
+    engine.submit(prompts.back(), params);
   }
   std::printf(
       "%zu requests, batch size %lld, prefill chunk %lld, up to %lld new tokens each, "
@@ -335,7 +338,7 @@ int run_batch(const CommandLine& cl) {
                 reason_name(engine, id).c_str());
   }
   print_summary(engine, batch_size, wall_s, view.max_gap_s());
-  return cl.has("check") ? check_outputs(*loaded.model, engine, prompts, max_tokens, stop_ids) : 0;
+  return cl.has("check") ? check_outputs(*loaded.model, engine, prompts, chunk, params) : 0;
 }
 
 }  // namespace tinyllm::app

@@ -9,9 +9,28 @@
 //
 //   y_k = sum_g scale_kg * sum_blocks dx_b * sum_j q_kj xq_j  +  bias_kg * sum_{j in g} x_j
 //
-// Error against the exact product: |y_k - (W x)_k| <= sum_j |scale_kj q_kj| * dx_j / 2 (each xq
-// is off by at most half a step), about 0.2-0.4% of a typical |W x| term; tests/engine checks
-// that bound. 4-bit codes (two per byte, element 2i in the low nibble) are unpacked to bytes, low
+// For M activation rows (M requests decoded together), each row is quantized on its own and every
+// chunk of codes, once loaded, is multiplied with all M rows (row_blocks.hpp: four weight rows a
+// quarter of the matrix apart, tiles of up to four activation rows); row m of an M-row product is
+// bitwise the M = 1 product of row m.
+//
+// Bound (derived; tests/engine/kernel_bounds_test.cpp checks it on random inputs): against the
+// exact product y* = sum_j x_j w_kj (w_kj = scale q_kj + bias, dequant_small_matmul), per output
+//
+//   |y_k - y*_k| <= sum_j |scale_g(j) q_kj| dx_j / 2                        (activation rounding)
+//                 + 2 gamma_L sum_j (|scale q_kj| (|x_j| + dx_j / 2) + |bias_g(j)| |x_j|)   (f32)
+//
+// with dx_j = max|x| / 127 over the 32-block of j, gamma_L = L u / (1 - L u), u = 2^-24,
+// L = N/16 + G + 8. Why: x_j - dx_j xq_j is at most dx_j / 2 (round to nearest; xq is never
+// clamped since |x_j| / dx_j <= 127), and the bias half uses x itself, so the error of the
+// products is sum_j scale q_kj (dx_j xq_j - x_j); the integer dot products are exact (int32), and
+// the f32 work of each kernel is a sum of at most L rounded steps over terms bounded as written
+// (N/64 chunk FMAs, N/(16 G) bias FMAs and 4 lane additions per lane for this kernel, plus a
+// group sum of G terms; N/16 FMAs, 4 lane additions and the dequantizing FMA for the exact one).
+// The first term is about (max|x| / 254) / mean|x| of sum_j |scale q x|: 0.2-0.4% of the sum of
+// the absolute terms for activations like a transformer's; the second is below 1e-5 of it.
+//
+// 4-bit codes (two per byte, element 2i in the low nibble) are unpacked to bytes, low
 // nibbles then high ones, so xq is stored in that order too: each chunk of 64 activations as its
 // 32 even elements then its 32 odd ones.
 #pragma once
@@ -27,18 +46,25 @@ namespace tinyllm::engine {
 bool int8_matvec_supported();
 
 /// x quantized for one weight layout (bits, group size): N int8 values in kernel order, one dx per
-/// int32 lane (N / 4 floats), and the exact f32 sum of each group (N / G floats).
+/// int32 lane (N / 4 floats), and the exact f32 sum of each group (N / G floats); for M rows, each
+/// part holds the rows one after the other.
 struct Int8Activations {
   std::vector<int8_t> xq;
   std::vector<float> lane_scale;
   std::vector<float> group_sums;
 };
-/// N must be a multiple of 64 (InvalidArgument otherwise; the engine then uses chapter 2.3's
-/// kernel).
+/// N must be a multiple of 64 (InvalidArgument otherwise; the engine then uses the exact kernel).
 Int8Activations quantize_activations(const float* x, int64_t n, int bits, int group_size);
+/// The same for M rows of N values (x row-major, M x N).
+Int8Activations quantize_activation_rows(const float* x, int64_t m, int64_t n, int bits,
+                                         int group_size);
 
-/// y = W x (K values) for one activation row of N values, with `threads` OpenMP threads.
-/// Requires int8_matvec_supported() and w.cols % 64 == 0 (InvalidArgument otherwise).
+/// y = a W^T for M rows of activations: a is M x N (row-major), y is M x K (row-major), with
+/// `threads` OpenMP threads. Requires int8_matvec_supported() and w.cols % 64 == 0
+/// (InvalidArgument otherwise). Any M >= 1; the engine uses it for M <= kSmallMMax
+/// (weight_matrix.hpp) when KernelChoice::int8_decode.
+void int8_small_matmul(const float* a, int64_t m, const QuantizedWeights& w, float* y, int threads);
+/// y = W x (K values) for one activation row of N values: int8_small_matmul with M = 1.
 void int8_matvec(const float* x, const QuantizedWeights& w, float* y, int threads);
 
 }  // namespace tinyllm::engine

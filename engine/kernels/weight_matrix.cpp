@@ -150,40 +150,54 @@ Tensor f32_matmul(const Tensor& a, const Tensor& w, int threads) {
 
 }  // namespace
 
+namespace {
+
+// The streaming kernels for M <= kSmallMMax rows (row_blocks.hpp), where the CPU and N allow them:
+// false if not.
+bool small_m_matmul(const std::variant<Tensor, Bf16Weights, QuantizedWeights>& w, const Tensor& a,
+                    const KernelChoice& how, int threads, Tensor& out) {
+  const int64_t M = a.dim(0), N = a.dim(1);
+  if (M < 1 || M > kSmallMMax || !dense_matvec_supported()) return false;
+  if (const auto* f = std::get_if<Tensor>(&w)) {
+    if (N % 32 != 0) return false;
+    out = Tensor({M, f->dim(0)});
+    f32_small_matmul(a.data(), M, *f, out.data(), threads);
+  } else if (const auto* b = std::get_if<Bf16Weights>(&w)) {
+    if (N % 32 != 0) return false;
+    out = Tensor({M, b->rows});
+    bf16_small_matmul(a.data(), M, *b, out.data(), threads);
+  } else {
+    const auto& q = std::get<QuantizedWeights>(w);
+    out = Tensor({M, q.rows});
+    if (how.int8_rows(M) && N % 64 == 0 && int8_matvec_supported()) {
+      int8_small_matmul(a.data(), M, q, out.data(), threads);
+    } else {
+      dequant_small_matmul(a.data(), M, q, out.data(), threads);  // 32 | G | N
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 Tensor WeightMatrix::matmul(const Tensor& a, const KernelChoice& how) const {
   if (a.ndim() != 2 || a.dim(1) != cols()) {
     throw ShapeError("WeightMatrix::matmul: a must be M x N with N = " + std::to_string(cols()) +
                      ", got " + shape_to_string(a.shape()));
   }
   const int threads = resolve_threads(how.threads);
-  if (const auto* f = std::get_if<Tensor>(&w_)) {
-    if (a.dim(0) == 1 && cols() % 32 == 0 && dense_matvec_supported()) {
-      Tensor out({1, rows()});
-      f32_matvec(a.data(), *f, out.data(), threads);
-      return out;
-    }
-    return f32_matmul(a, *f, threads);
-  }
+  Tensor out;
+  if (small_m_matmul(w_, a, how, threads, out)) return out;
+  if (const auto* f = std::get_if<Tensor>(&w_)) return f32_matmul(a, *f, threads);
   if (how.bf16_prefill && a.dim(0) > 1 && a.dim(1) % 2 == 0 && bf16_gemm_supported()) {
     return bf16_gemm(
         a, rows(), [this](int64_t k0, int64_t count, float* out) { rows_f32(k0, count, out); },
         threads);
   }
   if (const auto* b = std::get_if<Bf16Weights>(&w_)) {
-    if (a.dim(0) == 1 && b->cols % 32 == 0 && dense_matvec_supported()) {
-      Tensor out({1, b->rows});
-      bf16_matvec(a.data(), *b, out.data(), threads);
-      return out;
-    }
     return bf16_matmul(a, *b, KernelPath::Auto, threads);
   }
-  const auto& q = std::get<QuantizedWeights>(w_);
-  if (how.int8_decode && a.dim(0) == 1 && q.cols % 64 == 0 && int8_matvec_supported()) {
-    Tensor out({1, q.rows});
-    int8_matvec(a.data(), q, out.data(), threads);
-    return out;
-  }
-  return quantized_matmul_fast(a, q, KernelPath::Auto, threads);
+  return quantized_matmul_fast(a, std::get<QuantizedWeights>(w_), KernelPath::Auto, threads);
 }
 
 void WeightMatrix::rows_f32(int64_t k0, int64_t count, float* out) const {

@@ -1,13 +1,21 @@
 // One weight matrix of the engine (K x N, "out x in" as in linear) in the precision the engine
-// was asked for, with the product y = a W^T for both shapes that matter: decode (M = 1 row of
-// activations, a matrix-vector product that reads every weight once) and prefill (M > 1 rows, a
-// matrix-matrix product). Activations stay f32 in every format; only the weights change:
+// was asked for, with the product y = a W^T for the shapes that matter: decode (M = 1 row of
+// activations for one request, M = R rows for R requests decoded together: every weight read once
+// per call), and prefill (M = prompt tokens, a matrix-matrix product). Activations stay f32 in
+// every format; only the weights change:
 //
-//   F32   the f32 tensor as loaded; an OpenMP split over row blocks, each an Eigen product
-//   Bf16  bf16 bit patterns (real checkpoints' own bits: exact), chapter 2.3's bf16_matmul
-//   Q8    MLX affine groups of 8-bit codes (chapter 2.2's quantize), chapter 2.3's
-//         quantized_matmul_fast
+//   F32   the f32 tensor as loaded
+//   Bf16  bf16 bit patterns (real checkpoints' own bits: exact)
+//   Q8    MLX affine groups of 8-bit codes (chapter 2.2's quantize)
 //   Q4    the same with 4-bit codes
+//
+// Kernels by M (KernelChoice says which may be fast rather than exact):
+//
+//   M <= kSmallMMax   exact: f32_small_matmul, bf16_small_matmul, dequant_small_matmul
+//                     (bf16_matvec.hpp); fast (int8_decode), q8/q4: int8_small_matmul
+//                     (int8_matvec.hpp)
+//   M >  kSmallMMax   exact: OpenMP row blocks x Eigen GEMM (f32), chapter 2.3's bf16_matmul and
+//                     quantized_matmul_fast; fast (bf16_prefill), bf16/q8/q4: bf16_gemm
 //
 // Bytes per weight (what decode reads): f32 4, bf16 2, q8 1 + 8/G, q4 0.5 + 8/G (a f32 scale and a
 // f32 bias per group of G). Defaults: G = 32 for q8 and 64 for q4, the group sizes of llama.cpp's
@@ -44,15 +52,53 @@ struct WeightSpec {
 /// with G not 32/64/128, or G given for f32/bf16).
 WeightSpec check_weight_spec(WeightSpec spec);
 
-/// How WeightMatrix::matmul runs: OpenMP threads (0: OpenMP's default) and the engine's own
-/// kernels. int8_decode: a q8/q4 decode product (M = 1) quantizes the activation row to int8 and
-/// runs int8_matvec (int8_matvec.hpp; AVX512-VNNI, 64 | N). bf16_prefill: a bf16/q8/q4 product
-/// with M > 1 runs bf16_gemm (bf16_gemm.hpp; AVX512-BF16, 2 | N). Where the CPU or the shape does
-/// not allow them, and for f32 weights, chapter 2.3's kernels run.
+/// Products with at most this many activation rows (decode: one row per request of a batch; short
+/// prefills and prefill chunks) run the streaming kernels, which read each weight once per call for
+/// all M rows (bf16_matvec.hpp, int8_matvec.hpp; row m of the product is bitwise the product of row
+/// m alone). More rows run the GEMMs. Measured on the 2-core Zen 4 (9728 x 896, one thread, CPU
+/// ms): bf16 streaming 1.6 / 3.0 / 5.6 / 8.4 / 11.0 at M = 8 / 16 / 32 / 48 / 64 against
+/// bf16_gemm's 5.9 / 6.5 / 7.8 / 9.2 / 10.5 (its packing of the weights costs about 5.5 ms a call);
+/// q4 int8 streaming 9.1 at M = 64 against 12.1, q4 exact streaming 13.2 against 12.1; the exact
+/// GEMMs of chapter 2.3 and Eigen are slower than the exact streaming kernels at every M <= 64.
+inline constexpr int64_t kSmallMMax = 48;
+
+/// How WeightMatrix::matmul runs: OpenMP threads (0: OpenMP's default) and whether it may use the
+/// engine's fast kernels, whose results differ from the exact product by a stated bound:
+///   int8_decode   q8/q4 products with M = 1 (one request's decode step) quantize the activation
+///                 row to int8 and run int8_small_matmul (int8_matvec.hpp; AVX512-VNNI, 64 | N).
+///                 Bound: half an activation step per value, sum_j |scale q_kj| dx_j / 2.
+///   int8_batch    the same for q8/q4 products with 2 <= M <= kSmallMMax (a decode step of M
+///                 requests, a prefill chunk), whose row m is then bitwise row m's own int8_decode
+///                 product. Off, those run the exact streaming kernel, also faster than bf16_gemm up
+///                 to kSmallMMax rows: int8 rounds each value to a step set by the largest value of
+///                 its 32-block (on the random MLX fixtures 6x the logit error of bf16 rounding).
+///   bf16_prefill  bf16/q8/q4 products with M > kSmallMMax run bf16_gemm (bf16_gemm.hpp;
+///                 AVX512-BF16, 2 | N), both operands rounded to bf16. Bound: 2^-8 per activation
+///                 (and per q8/q4 weight) of sum_j |a_j w_j|.
+/// Otherwise the product is exact: every weight is the f32 it stands for (f32, widened bf16,
+/// dequantized q8/q4) times the f32 activations, and only the order of the f32 sums differs from
+/// the exact product (bf16_matvec.hpp's kernels for M <= kSmallMMax, chapter 2.3's and Eigen's
+/// above or where the CPU or the shape rules those out). f32 weights are always exact, and so are
+/// bf16 weights for M <= kSmallMMax. (int8_batch comes last so that the engine's
+/// KernelChoice{threads, int8_decode, bf16_prefill} keeps its meaning.)
 struct KernelChoice {
   int threads = 0;
   bool int8_decode = false;
   bool bf16_prefill = false;
+  bool int8_batch = false;
+
+  /// Every product exact up to the order of the f32 sums (what `logits` compares with HF).
+  static constexpr KernelChoice exact(int threads = 0) { return {threads, false, false, false}; }
+  /// Every fast kernel: int8 activations for q8/q4 products of up to kSmallMMax rows, bf16 x bf16
+  /// GEMMs above, each within its stated bound of the exact product (the engine's default: every
+  /// row of a product of up to kSmallMMax rows is then computed the same way whatever M).
+  static constexpr KernelChoice fast(int threads = 0) { return {threads, true, true, true}; }
+  /// Whether this choice computes every product exactly (up to the order of f32 sums).
+  constexpr bool is_exact() const { return !int8_decode && !bf16_prefill && !int8_batch; }
+  /// Whether a q8/q4 product of m rows runs with int8 activations (if the CPU and N allow).
+  constexpr bool int8_rows(int64_t m) const {
+    return m == 1 ? int8_decode : m <= kSmallMMax && int8_batch;
+  }
 };
 
 class WeightMatrix {

@@ -2,15 +2,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include <tinyllm/ch2_3_fast_qmatmul/kernel_path.hpp>
 #include <tinyllm/ch2_5_parallel_flash_attention/parallel_flash_attention.hpp>
 
+#include "tinyllm/errors.hpp"
+
 namespace tinyllm::engine {
 namespace {
 
-constexpr int kTile = 32;  // queries per prefill work item
+constexpr int64_t kKeyTile = 32;    // keys per online-softmax step, tiles start at position 0
+constexpr int64_t kQueryTile = 32;  // queries per prefill work item
+constexpr int64_t kMaxHeadDim = 512;
 
 // Rows [row0, row0 + rows) and columns [col0, col0 + cols) of a 2-D tensor, as B x L x heads x D.
 Tensor block(const Tensor& t, int64_t row0, int64_t col0, const StepGroup& g, int64_t head_dim,
@@ -20,14 +27,117 @@ Tensor block(const Tensor& t, int64_t row0, int64_t col0, const StepGroup& g, in
   return out.reshape({g.batch, g.length, cols / head_dim, head_dim});
 }
 
-// One unit of attention work: a decode (row, KV head) or a prefill (row, query head, tile).
+// 16 floats as one value: AVX-512 registers in attend_row_avx512, pairs of SSE registers in the
+// portable build, the same lane-wise arithmetic either way.
+typedef float Floats16 __attribute__((vector_size(64)));
+
+// a . b over n floats; the same operations in the same order for every call with the same n.
+template <bool kBy16>
+[[gnu::always_inline]] inline float dot(const float* a, const float* b, int64_t n) {
+  if constexpr (kBy16) {  // 16 lanes, then a fixed halving tree
+    Floats16 acc = {};
+    for (int64_t j = 0; j < n; j += 16) {
+      Floats16 x, y;
+      std::memcpy(&x, a + j, sizeof(x));
+      std::memcpy(&y, b + j, sizeof(y));
+      acc += x * y;
+    }
+    float lanes[16];
+    std::memcpy(lanes, &acc, sizeof(lanes));
+    for (int width = 8; width >= 1; width /= 2) {
+      for (int i = 0; i < width; ++i) lanes[i] += lanes[i + width];
+    }
+    return lanes[0];
+  } else {
+    float total = 0.0f;
+    for (int64_t j = 0; j < n; ++j) total += a[j] * b[j];
+    return total;
+  }
+}
+
+// y += p x over n floats.
+template <bool kBy16>
+[[gnu::always_inline]] inline void axpy(float p, const float* x, float* y, int64_t n) {
+  if constexpr (kBy16) {
+    for (int64_t j = 0; j < n; j += 16) {
+      Floats16 xs, ys;
+      std::memcpy(&xs, x + j, sizeof(xs));
+      std::memcpy(&ys, y + j, sizeof(ys));
+      ys += p * xs;
+      std::memcpy(y + j, &ys, sizeof(ys));
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) y[j] += p * x[j];
+  }
+}
+
+// One query row against keys and values [0, visible) (S x D, row stride D), written to out (D):
+// online softmax over key tiles [0, 32), [32, 64), ... The operations, and their order, depend
+// only on the row's own query, the cached keys and values and `visible` (its position + 1), never
+// on the rest of the step: a token's attention is bitwise the same whether it was decoded alone or
+// in a batch, and whatever chunks its prompt was prefilled in (chapter 2.5's kernel, tiles of
+// queries through Eigen's GEMM, rounds differently with the tile's shape).
+template <bool kBy16>
+[[gnu::always_inline]] inline void attend_row_body(const float* q, const float* k, const float* v,
+                                                   int64_t dim, int64_t visible, float scale,
+                                                   float* out) {
+  float acc[kMaxHeadDim] = {};
+  float s[kKeyTile];
+  float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
+  for (int64_t c0 = 0; c0 < visible; c0 += kKeyTile) {
+    const int64_t cols = std::min(kKeyTile, visible - c0);
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < cols; ++c) {
+      s[c] = dot<kBy16>(q, k + (c0 + c) * dim, dim) * scale;
+      tile_max = std::max(tile_max, s[c]);
+    }
+    const float m_new = std::max(m, tile_max);
+    const float correction = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
+    for (int64_t c = 0; c < cols; ++c) s[c] -= m_new;
+    exp_inplace(s, cols);
+    float sum = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) sum += s[c];
+    l = correction * l + sum;
+    m = m_new;
+    for (int64_t j = 0; j < dim; ++j) acc[j] *= correction;
+    for (int64_t c = 0; c < cols; ++c) axpy<kBy16>(s[c], v + (c0 + c) * dim, acc, dim);
+  }
+  const float inv = 1.0f / l;  // l >= 1: the row sees its own key, the largest term is exp(0)
+  for (int64_t j = 0; j < dim; ++j) out[j] = acc[j] * inv;
+}
+
+void attend_row_portable(const float* q, const float* k, const float* v, int64_t dim,
+                         int64_t visible, float scale, float* out) {
+  attend_row_body<false>(q, k, v, dim, visible, scale, out);
+}
+
+[[gnu::target("avx512f,avx512vl,avx512dq,fma")]] void attend_row_avx512(const float* q,
+                                                                        const float* k,
+                                                                        const float* v, int64_t dim,
+                                                                        int64_t visible,
+                                                                        float scale, float* out) {
+  attend_row_body<true>(q, k, v, dim, visible, scale, out);
+}
+
+using AttendRowFn = void (*)(const float*, const float*, const float*, int64_t, int64_t, float,
+                             float*);
+
+// AVX-512 where the CPU has it (chapter 2.5's choice, so its ISA switch reaches this too) and D is
+// a multiple of 16.
+AttendRowFn attend_row_for(int64_t dim) {
+  const bool avx512 = dim % 16 == 0 && active_flash_isa() == FlashIsa::Avx512;
+  return avx512 ? attend_row_avx512 : attend_row_portable;
+}
+
+// One unit of attention work: queries [first, first + count) of one sequence row b and one query
+// head, the first at cache position `position`.
 struct WorkItem {
   const KvCache* cache;
-  int64_t b;       // row within the cache
-  int64_t head;    // KV head (decode) or query head (prefill)
-  int64_t row0;    // first activation row of the item's queries
-  int64_t tile0;   // first query of the tile within its row (prefill)
-  int64_t length;  // L_g
+  int64_t b;
+  int64_t head;      // query head
+  int64_t row;       // activation row of the first query
+  int64_t position;  // its position in the sequence (it sees keys [0, position])
+  int64_t count;
 };
 
 }  // namespace
@@ -36,6 +146,10 @@ Tensor step_attention(const Qwen2Config& config, const RoPE& rope, const Tensor&
                       const Step& step, size_t layer, int threads) {
   const int64_t hq = config.num_attention_heads, h = config.num_key_value_heads;
   const int64_t d = config.head_dim, group = hq / h, width = hq * d;
+  if (d > kMaxHeadDim) {
+    throw ConfigError("the engine's attention supports head_dim <= " + std::to_string(kMaxHeadDim) +
+                      ", got " + std::to_string(d));
+  }
   Tensor q({step.rows, width});  // rotated queries, activation-row order
   std::vector<WorkItem> items;
   for (const StepGroup& g : step.groups) {
@@ -47,14 +161,10 @@ Tensor step_attention(const Qwen2Config& config, const RoPE& rope, const Tensor&
     KvCache& cache = (*g.caches)[layer];
     cache.append(gk.transpose(1, 2), gv.transpose(1, 2));  // B x H x L x D each
     for (int64_t b = 0; b < g.batch; ++b) {
-      const int64_t row0 = g.first_row + b * g.length;
-      if (g.length == 1) {
-        for (int64_t j = 0; j < h; ++j) items.push_back({&cache, b, j, row0, 0, 1});
-        continue;
-      }
       for (int64_t i = 0; i < hq; ++i) {
-        for (int64_t t = 0; t < g.length; t += kTile) {
-          items.push_back({&cache, b, i, row0, t, g.length});
+        for (int64_t t = 0; t < g.length; t += kQueryTile) {
+          const int64_t row = g.first_row + b * g.length + t;
+          items.push_back({&cache, b, i, row, g.offset + t, std::min(kQueryTile, g.length - t)});
         }
       }
     }
@@ -62,30 +172,17 @@ Tensor step_attention(const Qwen2Config& config, const RoPE& rope, const Tensor&
 
   Tensor out({step.rows, width});
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const AttendRowFn attend_row = attend_row_for(d);
   const auto count = static_cast<int64_t>(items.size());
 #pragma omp parallel for schedule(dynamic) num_threads(resolve_threads(threads))
   for (int64_t n = 0; n < count; ++n) {
     const WorkItem& w = items[static_cast<size_t>(n)];
-    const int64_t S = w.cache->offset();
-    if (w.length == 1) {  // decode: the g query heads of KV head j as g rows of D floats
-      const int64_t first = w.row0 * width + w.head * group * d;
-      FlashState state(group, d);
-      attend_kv_range(q.data() + first, d, w.cache->keys_of(w.b, w.head).data(),
-                      w.cache->values_of(w.b, w.head).data(), d, 0, S, scale, HeadMask{}, 0, kTile,
-                      state);
-      state.finalize(out.data() + first, d);
-      continue;
+    const float* keys = w.cache->keys_of(w.b, w.head / group).data();
+    const float* values = w.cache->values_of(w.b, w.head / group).data();
+    for (int64_t t = 0; t < w.count; ++t) {
+      const int64_t at = (w.row + t) * width + w.head * d;
+      attend_row(q.data() + at, keys, values, d, w.position + t + 1, scale, out.data() + at);
     }
-    // prefill: a tile of queries of one head, bottom-right causal mask; q and out have row stride
-    // `width`
-    const int64_t rows = std::min<int64_t>(kTile, w.length - w.tile0);
-    const int64_t first = (w.row0 + w.tile0) * width + w.head * d;
-    const HeadMask causal{AttentionMask::Kind::Causal, S - w.length, nullptr, 0, 0};
-    FlashState state(rows, d);
-    attend_kv_range(q.data() + first, width, w.cache->keys_of(w.b, w.head / group).data(),
-                    w.cache->values_of(w.b, w.head / group).data(), d, 0, S, scale, causal, w.tile0,
-                    kTile, state);
-    state.finalize(out.data() + first, width);
   }
   return out;
 }

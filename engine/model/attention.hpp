@@ -1,14 +1,13 @@
 // The engine's attention for one layer of one step (step.hpp): RoPE on q and k, the new keys and
-// values appended to each group's cache, then chapter 2.5's attend_kv_range straight on the
-// cache's own buffers (keys_of / values_of views: the S cached positions are never copied).
+// values appended to each group's cache, then chapter 2.4's online softmax for each query row
+// straight on the cache's own buffers (keys_of / values_of views: the S cached positions are never
+// copied), in the same operations whatever the step around the row (batch invariance).
 //
 //   qkv: M x (H_q + 2 H) D  ->  o: M x H_q D
 //
-// Work items, all in one parallel loop (a step may mix decoding and prefilling sequences):
-//   a row with L_g = 1 (decode): per (row, KV head j), the g = H_q / H query heads sharing j as g
-//       rows of one flash state; no mask (the one query sees every cached key)
-//   a row with L_g > 1 (prefill): per (row, query head, tile of 32 queries), the bottom-right
-//       causal mask (query i sees keys j <= i + S - L_g)
+// Work items, all in one parallel loop (a step may mix decoding and prefilling sequences): per
+// (sequence row, query head, tile of up to 32 queries), each query at position p seeing keys
+// [0, p] of its own cache (bottom-right causal; a decode row is a tile of one query).
 #pragma once
 
 #include <cstdint>

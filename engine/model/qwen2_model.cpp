@@ -161,8 +161,13 @@ std::string Qwen2Model::precision() const {
 }
 
 KernelChoice Qwen2Model::kernel_choice() const {
-  const bool fast = options_.kernels == Kernels::Fast;
-  return KernelChoice{options_.threads, fast, fast};
+  // Fast: int8 activations for every q8/q4 product of up to kSmallMMax rows, whether they are a
+  // decode step of R requests or a prefill chunk, bf16 GEMMs above. The streaming kernels give
+  // every row the same operations whatever M, so a request's tokens do not depend on what else
+  // shares its steps or how its prompt was chunked (as long as each step has <= kSmallMMax rows);
+  // llama.cpp likewise quantizes the activations of every quantized product to 8 bits.
+  return options_.kernels == Kernels::Exact ? KernelChoice::exact(options_.threads)
+                                            : KernelChoice::fast(options_.threads);
 }
 
 void Qwen2Model::add_group(Step& step, const std::vector<TokenIds>& tokens,

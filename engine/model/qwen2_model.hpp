@@ -10,8 +10,8 @@
 //     h   = RMSNorm(x)                                   ch1.4 RMSNorm
 //     qkv = h [Wq; Wk; Wv]^T + [bq; bk; bv]              one fused WeightMatrix: M rows at once
 //     o   = step_attention(qkv, caches)                  attention.hpp: ch1.2 RoPE per sequence
-//                                                        offset, ch2.1 KvCache::append, ch2.5
-//                                                        attend_kv_range on zero-copy cache views
+//                                                        offset, ch2.1 KvCache::append, online
+//                                                        softmax per query row on cache views
 //     x  += o Wo^T
 //     h   = RMSNorm(x)
 //     x  += (silu(h Wg^T) * h Wu^T) Wd^T                 [Wg; Wu] fused; ch1.4 silu

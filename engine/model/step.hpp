@@ -30,9 +30,8 @@ struct StepGroup {
 
 struct Step {
   std::vector<StepGroup> groups;
-  TokenIds ids;              // M ids, in activation-row order
-  int64_t rows = 0;          // M
-  bool decode_only = false;  // every group has L_g = 1
+  TokenIds ids;      // M ids, in activation-row order
+  int64_t rows = 0;  // M
 
   /// The last activation row of every (group, row b): what forward_last keeps.
   std::vector<int64_t> last_rows() const {

@@ -24,10 +24,10 @@
 #include <gtest/gtest.h>
 
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
-#include "engine/model/mlx_checkpoint.hpp"
-#include "engine_fixtures.hpp"
 
 #include "engine/load_model.hpp"
+#include "engine/model/mlx_checkpoint.hpp"
+#include "engine_fixtures.hpp"
 #include "tinyllm/config.hpp"
 #include "tinyllm/errors.hpp"
 #include "tinyllm/safetensors.hpp"
@@ -118,14 +118,16 @@ double max_logit_error(const Qwen2Model& engine, const Fixture& f) {
   return worst;
 }
 
-TEST(MlxCheckpoint, Int8DecodeAndBf16PrefillStayWithinTheActivationRounding) {
-  // The default kernels round the activations (int8 per 32 values in decode, bf16 in prefill;
-  // about 0.4% and 0.2% per value, in every layer of these random models with large weights):
-  // measured max |error| 0.21 (tied, logits up to 13.9) and 0.086 (mixed, logits up to 9.2), as
-  // EngineKernels measures 0.55 on the trained model; bounds about 2x.
-  for (const auto& [name, bound] : {std::pair{kTied, 0.45}, std::pair{kMixed, 0.18}}) {
+TEST(MlxCheckpoint, FastKernelsStayWithinTheActivationRounding) {
+  // The default (fast) kernels quantize the activations of every q4/q8 product of up to kSmallMMax
+  // rows to int8 per 32 values (decode steps and prefill chunks alike, as llama.cpp does; each
+  // product is checked against its own bound in kernel_bounds_test.cpp): about 0.4% per value, in
+  // every layer of these random models with large weights. Measured max |error| 1.35 (tied, logits
+  // up to 13.9) and 0.45 (mixed, logits up to 9.2); with bf16 rounding only it was 0.21 and 0.086,
+  // and on the trained tiny-qwen2 EngineKernels measures 0.55 with q4 weights. Bounds 1.5x.
+  for (const auto& [name, bound] : {std::pair{kTied, 2.0}, std::pair{kMixed, 0.7}}) {
     const double err = max_logit_error(load_model(mlx_model(name), kernels(true)), oracle(name));
-    std::cout << name << ", int8 decode + bf16 prefill: max |logit error| " << err << std::endl;
+    std::cout << name << ", fast kernels: max |logit error| " << err << std::endl;
     EXPECT_LT(err, bound) << name;
     // The f32-activation kernels on the same run: the weights are the oracle's exactly.
     EXPECT_LT(max_logit_error(load_model(mlx_model(name), kernels(false)), oracle(name)), 1e-4)

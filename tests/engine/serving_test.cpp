@@ -4,6 +4,7 @@
 // logits; the engine's exact kernels keep batched and single runs equal up to float summation
 // order.
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -83,6 +84,58 @@ TEST(EngineModel, ForwardSequencesEqualsEachSequenceAlone) {
         Tensor({V}, std::vector<float>(decode.data() + row * V, decode.data() + (row + 1) * V)),
         d.reshape({V}), 1e-4, 1e-4);
     EXPECT_EQ(own[r][0].offset(), static_cast<int64_t>(prompts[r].size()) + 1);
+  }
+}
+
+// The last-position logits of `prompt` fed in chunks of the given sizes, each chunk sharing its
+// step with a one-token decode of another sequence (forward_sequences), or alone.
+Tensor chunked_logits(const Qwen2Model& model, const TokenIds& prompt,
+                      const std::vector<int64_t>& chunks, bool with_neighbour) {
+  std::vector<KvCache> caches = model.create_kv_caches(), neighbour = model.create_kv_caches();
+  model.forward_last({{7, 8, 9}}, 0, neighbour);
+  Tensor last;
+  int64_t done = 0;
+  for (const int64_t n : chunks) {
+    const TokenIds chunk(prompt.begin() + done, prompt.begin() + done + n);
+    done += n;
+    if (!with_neighbour) {
+      last = model.forward_last({chunk}, done - n, caches);
+      continue;
+    }
+    const Tensor both = model.forward_sequences({{5}, chunk}, {&neighbour, &caches});
+    const int64_t V = both.dim(1);
+    last = Tensor({1, V}, std::vector<float>(both.data() + V, both.data() + 2 * V));
+  }
+  return last;
+}
+
+TEST(EngineModel, ATokensLogitsDoNotDependOnChunksOrNeighbours) {
+  // Batch invariance: every product of up to kSmallMMax rows computes each row on its own
+  // (tests/engine/kernel_bounds_test.cpp) and the attention of each query row runs the same
+  // operations whatever the step around it (engine/model/attention.cpp), so a request's logits are
+  // bitwise the same however its prompt is chunked and whatever shares its steps, with the exact
+  // kernels and with the fast ones (int8 activations, where a last-bit difference would otherwise
+  // grow into a different rounding step).
+  const TokenIds prompt = testing::random_prompts(1, 200, 56, 56, 11)[0];
+  const std::vector<std::vector<int64_t>> splits = {
+      {16, 16, 16, 8}, {13, 16, 16, 11}, {16, 16, 16, 7, 1}, {1, 15, 16, 16, 8}, {8, 8, 8, 8, 24}};
+  const fs::path mlx = testing::data_dir() / "fixtures" / "mlx" / "qwen2-mlx-q4-tied";
+  for (const Kernels kernels : {Kernels::Exact, Kernels::Fast}) {
+    for (const fs::path& dir : {mlx, tiny_qwen2()}) {
+      EngineOptions options{.weights = {}, .head_format = {}, .threads = 2, .kernels = kernels};
+      if (dir != mlx) options.weights = {WeightFormat::Q4, 0};  // an MLX file brings its own
+      const Qwen2Model model = load_model(dir, options);
+      SCOPED_TRACE(dir.filename().string() + (kernels == Kernels::Fast ? " fast" : " exact"));
+      const Tensor reference = chunked_logits(model, prompt, splits[0], false);
+      for (const auto& split : splits) {
+        for (const bool with_neighbour : {false, true}) {
+          const Tensor logits = chunked_logits(model, prompt, split, with_neighbour);
+          ASSERT_EQ(std::memcmp(logits.data(), reference.data(), sizeof(float) * reference.numel()),
+                    0)
+              << "split starting " << split[0] << (with_neighbour ? ", with a neighbour" : "");
+        }
+      }
+    }
   }
 }
 
