@@ -56,6 +56,13 @@ class InvalidArgument : public Error {
   using Error::Error;
 };
 
+/// A bounded pool of KV-cache pages (chapter 3.1's PagePool) has no free page left and may not
+/// mint another: the caller frees pages (finishes or preempts a request) or waits.
+class OutOfPages : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Numbers that must be finite are not: a NaN or an infinity in a checkpoint's weights (found by
 /// Checkpoint's load-time scan) or in a model's logits during generation (check_finite_logits). The
 /// message names where (tensor and file, or position and vocabulary id), the first bad index and

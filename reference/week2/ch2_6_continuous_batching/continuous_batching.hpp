@@ -125,7 +125,7 @@ class ContinuousBatcher {
       BatchProgress::Slot s;
       if (slots_[b]) {
         s.request = slots_[b]->request;
-        s.offset = slots_[b]->caches[0].offset();
+        s.offset = slot_offset(static_cast<int64_t>(b));
         s.generated = static_cast<int64_t>(outputs_[static_cast<size_t>(s.request)].tokens.size());
       }
       p.slots.push_back(s);
@@ -225,12 +225,19 @@ class ContinuousBatcher {
     // SOLUTION END
   }
 
+  /// Provided. Positions cached for the request in active `slot` (for progress()); chapter 3.2's
+  /// paged scheduler keeps its caches elsewhere and overrides it.
+  virtual int64_t slot_offset(int64_t slot) const {
+    return slots_[static_cast<size_t>(slot)]->caches[0].offset();
+  }
+
   /// Task 3. One decode step for the R active slots together: sequence r is the r-th active slot,
   /// feeding its next token with its own caches; logits = model_.forward_sequences(tokens,
   /// caches) (R x V, one row per active slot, in slot order). For every active slot: id =
   /// pick_token(request, its row [V]); accept_token(request, id); if the request finished the slot
-  /// becomes idle (its caches go with it), else next_token = id.
-  void decode_active() {
+  /// becomes idle (its caches go with it), else next_token = id. (Virtual: chapter 3.2's paged
+  /// scheduler runs its step on paged caches.)
+  virtual void decode_active() {
     // SOLUTION BEGIN ch2.6 Task 3
     std::vector<TokenIds> tokens;
     std::vector<std::vector<KvCache>*> caches;
