@@ -28,7 +28,7 @@ class Qwen2PagedAttentionModel : public Qwen2ModelWeek3 {
   /// Provided. As Qwen2ModelWeek3: `model` (which must outlive this object) on pages of
   /// page_size positions, at most max_pages of them (0: unbounded); `options` are handed to
   /// paged_attention_parallel (tile sizes, splits).
-  Qwen2PagedAttentionModel(const Qwen2ModelWeek2& model, int64_t page_size = 16,
+  Qwen2PagedAttentionModel(const Qwen2ModelWeek2& model, int64_t page_size = 32,
                            int64_t max_pages = 0, FlashOptions options = FlashOptions())
       : Qwen2ModelWeek3(model, page_size, max_pages), options_(options) {}
 
