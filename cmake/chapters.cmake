@@ -16,3 +16,4 @@ tinyllm_chapter(ch2.4 WEEK week2 DIR ch2_4_flash_attention TITLE "Flash attentio
 tinyllm_chapter(ch2.5 WEEK week2 DIR ch2_5_parallel_flash_attention TITLE "Flash attention, parallel" DEPENDS ch2.4)
 tinyllm_chapter(ch2.6 WEEK week2 DIR ch2_6_continuous_batching TITLE "Continuous batching" DEPENDS ch1.1 ch1.3 ch1.4 ch1.6 ch2.1)
 tinyllm_chapter(ch2.7 WEEK week2 DIR ch2_7_chunked_prefill TITLE "Chunked prefill" DEPENDS ch2.1 ch2.6)
+tinyllm_chapter(ch3.3 WEEK week3 DIR ch3_3_moe TITLE "Mixture of experts (Qwen2-MoE)" DEPENDS ch1.1 ch1.4 ch1.5 ch2.1)
