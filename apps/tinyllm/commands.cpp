@@ -95,7 +95,11 @@ struct Session {
       if (config.quantization) throw mlx_contradiction(dir, *config.quantization, "--no-kv-cache");
       throw UsageError("--dtype/--quantize always use the KV cache");
     }
-    if (use_kv_cache(cl) || fast) {
+    if (config.moe && cl.has("no-kv-cache")) {
+      throw UsageError("--no-kv-cache runs chapter 1.6's Week 1 model, which has no experts; " +
+                       quoted(dir) + " is a Qwen2-MoE model (chapter 3.3 runs it with the cache)");
+    }
+    if (use_kv_cache(cl) || fast || config.moe) {
       cached = load_chosen_model(dir, config, fast, check_tensors_flag(cl));
     } else {
       recompute.emplace(config, Checkpoint::open(dir, check_tensors_flag(cl)));
@@ -269,8 +273,9 @@ int run_logits(const CommandLine& cl) {
   }
   const fs::path dir = resolve_model_dir(cl);
   const Qwen2Config config = engine::load_model_config(dir);
-  // Chapter 1.5's model, or the engine (--dtype / --quantize, an MLX checkpoint) with its exact
-  // kernels unless --fast: logits exist to be compared with Hugging Face's.
+  // Chapter 1.5's model (chapter 3.3's for a Qwen2-MoE checkpoint), or the engine (--dtype /
+  // --quantize, an MLX checkpoint) with its exact kernels unless --fast: logits exist to be
+  // compared with Hugging Face's.
   std::optional<engine::EngineOptions> fast = engine_choice(cl, dir, config);
   if (cl.has("fast") && !fast) throw UsageError("--fast needs the engine (--dtype or --quantize)");
   if (fast) fast->kernels = cl.has("fast") ? engine::Kernels::Fast : engine::Kernels::Exact;
@@ -287,8 +292,8 @@ int run_logits(const CommandLine& cl) {
         "--ids has " + std::to_string(L) + " tokens, but the model's context is " +
         std::to_string(config.max_position_embeddings) + " tokens (max_position_embeddings)");
   }
-  Tensor logits;  // 1 x L x V
-  if (fast) {
+  Tensor logits;             // 1 x L x V
+  if (fast || config.moe) {  // a Qwen2-MoE model without --dtype: chapter 3.3's model
     const LoadedModel loaded = load_chosen_model(dir, config, fast, check_tensors_flag(cl));
     std::vector<KvCache> caches = loaded.model->create_kv_caches();
     logits = loaded.model->forward({ids}, 0, caches);

@@ -4,6 +4,7 @@
 
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
 #include <tinyllm/ch2_6_continuous_batching/batched_model.hpp>
+#include <tinyllm/ch3_3_moe/qwen2_moe_model.hpp>
 
 #include "engine/model/mlx_checkpoint.hpp"
 #include "tinyllm/safetensors.hpp"
@@ -94,13 +95,30 @@ LoadedModel load_chosen_model(const fs::path& dir, const Qwen2Config& config,
     out.model = std::move(model);
     return out;
   }
-  auto model = std::make_unique<CourseModel>(Qwen2ModelWeek2(config, Checkpoint::open(dir, check)));
+  // A Qwen2-MoE checkpoint runs on chapter 3.3's model (the Week 2 model with experts; one
+  // sequence at a time in batch steps, as chapter 2.6's batched step has no experts).
+  if (config.moe) {
+    out.model = std::make_unique<Qwen2MoeModel>(config, Checkpoint::open(dir, check));
+  } else {
+    out.model =
+        std::make_unique<CourseModel>(Qwen2ModelWeek2(config, Checkpoint::open(dir, check)));
+  }
   out.weights = "f32 (course model)";
-  const int64_t e = config.hidden_size, layers = config.num_hidden_layers;
+  const int64_t e = config.hidden_size;
   const int64_t kv = config.num_key_value_heads * config.head_dim;
-  const int64_t per_layer = e * e * 2 + e * kv * 2 + 3 * e * config.intermediate_size;
-  out.weight_bytes = 4 * (layers * per_layer + config.vocab_size * e);
-  out.model = std::move(model);
+  int64_t params = config.vocab_size * e;  // the head (read once per step)
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    params += e * e * 2 + e * kv * 2;
+    if (!config.is_sparse_layer(i)) {
+      params += 3 * e * config.intermediate_size;
+      continue;
+    }
+    const MoeConfig& moe = *config.moe;  // the router, k experts and the shared expert
+    params += moe.num_experts * e + 3 * e *
+                                        (moe.num_experts_per_tok * moe.moe_intermediate_size +
+                                         moe.shared_expert_intermediate_size);
+  }
+  out.weight_bytes = 4 * params;
   return out;
 }
 

@@ -5,7 +5,8 @@
 //   neither                              the course's Week 2 model: chapter 2.1's Qwen2ModelWeek2
 //                                        with chapter 2.6's batched step (BatchedWeek2Model), in
 //                                        the tree this build was configured with (your code in
-//                                        `tinyllm`, the reference in `tinyllm-ref`)
+//                                        `tinyllm`, the reference in `tinyllm-ref`); for a
+//                                        Qwen2-MoE checkpoint chapter 3.3's Qwen2MoeModel
 //
 // Every one of them is a LanguageModel, so the commands run chapter 2.1's generation, chapter
 // 2.7's scheduler and the serving core on whichever was chosen. (Chapter 1.6's full recompute,

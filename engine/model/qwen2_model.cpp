@@ -11,6 +11,9 @@
 #include <tinyllm/ch1_5_qwen2_model/embedding.hpp>
 #include <tinyllm/ch1_5_qwen2_model/qwen2_model.hpp>
 #include <tinyllm/ch2_5_parallel_flash_attention/parallel_flash_attention.hpp>
+#include <tinyllm/ch3_3_moe/moe_block.hpp>
+#include <tinyllm/ch3_3_moe/qwen2_moe_model.hpp>
+#include <tinyllm/ch3_3_moe/router.hpp>
 
 #include "engine/model/attention.hpp"
 #include "engine/model/mlx_checkpoint.hpp"
@@ -49,13 +52,20 @@ Tensor concat_vectors(const std::vector<const Tensor*>& parts) {
 
 }  // namespace
 
+Qwen2Model::Mlp Qwen2Model::convert_mlp(const Tensor& w_gate, const Tensor& w_up,
+                                        const Tensor& w_down, const WeightSpec& spec) {
+  std::vector<WeightMatrix> gate_up;
+  gate_up.emplace_back(stack_rows({&w_gate, &w_up}), spec);
+  return {StackedMatrix(std::move(gate_up)), WeightMatrix(w_down, spec)};
+}
+
 Qwen2Model::Qwen2Model(const Qwen2Config& config, const Checkpoint& checkpoint,
                        EngineOptions options)
     : config_(config),
       options_(options),
       rope_(config.head_dim, config.max_position_embeddings, config.rope_theta,
             /*traditional=*/false) {
-  check_supported_config(config_, "Qwen2Model");
+  check_supported_config(config_, "Qwen2Model", /*experts_supported=*/true);
   if (config_.quantization) {
     load_mlx(checkpoint);
   } else {
@@ -66,20 +76,22 @@ Qwen2Model::Qwen2Model(const Qwen2Config& config, const Checkpoint& checkpoint,
 void Qwen2Model::load_dense(const Checkpoint& checkpoint) {
   options_.weights = check_weight_spec(options_.weights);
   const WeightSpec head = head_spec(options_);
-  Qwen2ModelWeights w = load_qwen2_model_weights(checkpoint, config_);
+  Qwen2ModelWeights w = load_qwen2_model_weights(checkpoint, config_);  // no MLP in sparse layers
   const float eps = config_.rms_norm_eps;
-  for (Qwen2BlockWeights& b : w.layers) {
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    Qwen2BlockWeights& b = w.layers[i];
     const Qwen2AttentionWeights& a = b.attention;
-    std::vector<WeightMatrix> qkv, gate_up;
+    std::vector<WeightMatrix> qkv;
     qkv.emplace_back(stack_rows({&a.wq, &a.wk, &a.wv}), options_.weights);
-    gate_up.emplace_back(stack_rows({&b.w_gate, &b.w_up}), options_.weights);
+    const bool sparse = config_.is_sparse_layer(static_cast<int64_t>(i));
     layers_.push_back(Layer{
         RMSNorm(config_.hidden_size, std::move(b.w_input_layernorm), eps),
         RMSNorm(config_.hidden_size, std::move(b.w_post_attention_layernorm), eps),
         StackedMatrix(std::move(qkv)),
         WeightMatrix(a.wo, options_.weights),
-        StackedMatrix(std::move(gate_up)),
-        WeightMatrix(b.w_down, options_.weights),
+        sparse ? Mlp{} : convert_mlp(b.w_gate, b.w_up, b.w_down, options_.weights),
+        sparse ? std::optional<Experts>(load_experts(checkpoint, static_cast<int64_t>(i)))
+               : std::nullopt,
         concat_vectors({&a.bq, &a.bk, &a.bv}),
     });
     b = Qwen2BlockWeights{};  // frees this layer's f32 copy before the next one is converted
@@ -90,8 +102,28 @@ void Qwen2Model::load_dense(const Checkpoint& checkpoint) {
   norm_.emplace(config_.hidden_size, std::move(w.norm), eps);
 }
 
+Qwen2Model::Experts Qwen2Model::load_experts(const Checkpoint& checkpoint, int64_t layer) const {
+  Qwen2MoeWeights w = load_qwen2_moe_weights(checkpoint, config_, layer);
+  const WeightSpec exact{WeightFormat::F32, 0};
+  Experts out{WeightMatrix(w.router, exact), {}, std::nullopt, std::nullopt};
+  for (MlpWeights& e : w.experts) {
+    out.experts.push_back(convert_mlp(e.w_gate, e.w_up, e.w_down, options_.weights));
+    e = MlpWeights{};
+  }
+  if (w.shared) {
+    out.shared = convert_mlp(w.shared->w_gate, w.shared->w_up, w.shared->w_down, options_.weights);
+    out.gate.emplace(w.shared_gate, exact);
+  }
+  return out;
+}
+
 void Qwen2Model::load_mlx(const Checkpoint& checkpoint) {
   const QuantizationConfig& q = *config_.quantization;
+  if (config_.moe) {
+    throw ConfigError("Qwen2Model: " + checkpoint.dir().string() +
+                      " is an MLX quantized Qwen2-MoE checkpoint; the engine reads MoE models from "
+                      "Hugging Face checkpoints only (quantize them with --quantize)");
+  }
   if (options_.weights.format != WeightFormat::F32 || options_.weights.group_size != 0 ||
       options_.head_format) {
     throw InvalidArgument(
@@ -119,6 +151,7 @@ void Qwen2Model::load_mlx(const Checkpoint& checkpoint) {
     qkv.push_back(matrix(a + "v_proj", kv_rows, e));
     gate_up.push_back(matrix(m + "gate_proj", inter, e));
     gate_up.push_back(matrix(m + "up_proj", inter, e));
+    Mlp mlp{StackedMatrix(std::move(gate_up)), matrix(m + "down_proj", e, inter)};
     const Tensor bq = vector(a + "q_proj.bias", q_rows), bk = vector(a + "k_proj.bias", kv_rows),
                  bv = vector(a + "v_proj.bias", kv_rows);
     layers_.push_back(Layer{
@@ -126,8 +159,8 @@ void Qwen2Model::load_mlx(const Checkpoint& checkpoint) {
         RMSNorm(e, vector(p + "post_attention_layernorm.weight", e), eps),
         StackedMatrix(std::move(qkv)),
         matrix(a + "o_proj", e, q_rows),
-        StackedMatrix(std::move(gate_up)),
-        matrix(m + "down_proj", e, inter),
+        std::move(mlp),
+        std::nullopt,
         concat_vectors({&bq, &bk, &bv}),
     });
   }
@@ -143,9 +176,20 @@ std::vector<KvCache> Qwen2Model::create_kv_caches(int64_t batch) const {
 }
 
 int64_t Qwen2Model::weight_bytes() const {
+  const auto mlp_bytes = [](const Mlp& m) { return m.gate_up.bytes() + m.down.bytes(); };
   int64_t n = head_ ? head_->bytes() : embedding_.bytes();
   for (const Layer& l : layers_) {
-    n += l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes();
+    n += l.qkv.bytes() + l.wo.bytes();
+    if (!l.experts) {
+      n += mlp_bytes(l.mlp);
+      continue;
+    }
+    const Experts& x = *l.experts;
+    int64_t experts = 0;
+    for (const Mlp& m : x.experts) experts += mlp_bytes(m);
+    n += x.router.bytes() +
+         experts * config_.moe->num_experts_per_tok / static_cast<int64_t>(x.experts.size());
+    if (x.shared) n += mlp_bytes(*x.shared) + x.gate->bytes();
   }
   return n;
 }
@@ -245,12 +289,37 @@ Tensor Qwen2Model::layer_forward(const Layer& layer, const Tensor& x, const Step
   const Tensor o = step_attention(config_, rope_, qkv, step, index, options_.threads);
   Tensor h = layer.wo.matmul(o, how);
   h.rows() += x.rows();
-  const Tensor gate_up = layer.gate_up.matmul(layer.post_norm.forward(h), how);
-  const int64_t inter = config_.intermediate_size;
+  const Tensor normed = layer.post_norm.forward(h);
+  Tensor out =
+      layer.experts ? experts_forward(*layer.experts, normed) : mlp_forward(layer.mlp, normed);
+  out.rows() += h.rows();
+  return out;
+}
+
+Tensor Qwen2Model::mlp_forward(const Mlp& mlp, const Tensor& x) const {
+  const KernelChoice how = kernel_choice();
+  const Tensor gate_up = mlp.gate_up.matmul(x, how);
+  const int64_t inter = mlp.gate_up.rows() / 2;
   Tensor act = silu(columns(gate_up, 0, inter));
   act.rows().array() *= gate_up.rows().rightCols(inter).array();
-  Tensor out = layer.down.matmul(act, how);
-  out.rows() += h.rows();
+  return mlp.down.matmul(act, how);
+}
+
+Tensor Qwen2Model::experts_forward(const Experts& experts, const Tensor& x) const {
+  // Chapter 3.3's routing and grouping; the products are the engine's. The router's and the
+  // gate's f32 products are exact, and each row of them bitwise its own (weight_matrix.hpp), so a
+  // token's experts do not depend on what else shares the step.
+  const MoeConfig& moe = *config_.moe;
+  const KernelChoice exact = KernelChoice::exact(options_.threads);
+  const Routing routing =
+      top_k_routing(experts.router.matmul(x, exact), moe.num_experts_per_tok, moe.norm_topk_prob);
+  Tensor out = combine_experts_grouped(
+      x, routing, static_cast<int64_t>(experts.experts.size()), [&](int64_t e, const Tensor& rows) {
+        return mlp_forward(experts.experts[static_cast<size_t>(e)], rows);
+      });
+  if (experts.shared) {
+    add_gated_shared_expert(out, mlp_forward(*experts.shared, x), experts.gate->matmul(x, exact));
+  }
   return out;
 }
 

@@ -15,11 +15,20 @@
 //     x  += o Wo^T
 //     h   = RMSNorm(x)
 //     x  += (silu(h Wg^T) * h Wu^T) Wd^T                 [Wg; Wu] fused; ch1.4 silu
+//           or, in a sparse layer of a Qwen2-MoE model (config.is_sparse_layer), the experts:
+//     x  += moe(h)                                       ch3.3: routing = top_k_routing(h Wr^T),
+//                                                        the step's M rows grouped by expert
+//                                                        (combine_experts_grouped): expert e runs
+//                                                        its M_e rows in one product, so a step
+//                                                        reads each chosen expert once; plus
+//                                                        sigmoid(h Wsg^T) * shared expert(h)
 //   x = RMSNorm(x); logits = x Head^T  (forward_last / forward_sequences: only the last row of each
 //   sequence, so prefill skips the V x E head for L'-1 positions)
 //
 // Weights: every linear layer and the head in one WeightSpec (f32, bf16, q8 or q4;
-// weight_matrix.hpp), activations, norms, biases and the KV cache in f32. A tied embedding is
+// weight_matrix.hpp), experts included; the routers (Wr, X x E) and the shared-expert gates (1 x E)
+// stay f32, as llama.cpp keeps ffn_gate_inp: a rounded router would change which experts a token
+// gets. Activations, norms, biases and the KV cache in f32. A tied embedding is
 // stored once and serves as both table and head. An MLX checkpoint's layers come as they are stored
 // (mlx_checkpoint.hpp), each in its own format. The head of a q4 model is q8 by default
 // (head_format): the head turns the last hidden state straight into logits, nothing after it
@@ -65,13 +74,13 @@ struct EngineOptions {
 
 class Qwen2Model : public LanguageModel {
  public:
-  /// Loads an HF Qwen2 checkpoint (f32, bf16 or f16 on disk, as chapter 1.5 loads it) and
-  /// converts each linear layer to options.weights. Errors: those of chapter 1.5's loader
+  /// Loads an HF Qwen2 or Qwen2-MoE checkpoint (f32, bf16 or f16 on disk, as chapters 1.5 and 3.3
+  /// load them) and converts each linear layer to options.weights. Errors: those of chapter 1.5's loader
   /// (FormatError, ShapeError, ConfigError), InvalidArgument for a bad format or group size,
   /// ShapeError when E or I is not a multiple of the group size.
   /// An MLX quantized checkpoint (config.quantization; mlx_checkpoint.hpp) keeps its stored codes:
   /// options.weights and head_format must be left at their defaults (InvalidArgument otherwise),
-  /// and load_mlx_matrix's errors apply.
+  /// and load_mlx_matrix's errors apply; an MLX Qwen2-MoE checkpoint is a ConfigError.
   Qwen2Model(const Qwen2Config& config, const Checkpoint& checkpoint, EngineOptions options);
 
   const Qwen2Config& config() const override { return config_; }
@@ -88,19 +97,32 @@ class Qwen2Model : public LanguageModel {
   const EngineOptions& options() const { return options_; }
   /// "bf16", "q4 g64 (head q8)", "q4 g64 (mlx)": the weights, for reports.
   std::string precision() const;
-  /// Weight bytes one decode step reads (every layer once, plus the head).
+  /// Weight bytes one decode step of one sequence reads: every layer once, plus the head; in a
+  /// sparse layer the router, the shared expert and k of the X experts (k / X of their bytes).
   int64_t weight_bytes() const;
   void set_threads(int threads) { options_.threads = threads; }
   void set_kernels(Kernels kernels) { options_.kernels = kernels; }
 
  private:
+  /// A SwiGLU MLP: [Wg; Wu] fused (2 I x E) and Wd (E x I).
+  struct Mlp {
+    StackedMatrix gate_up;
+    WeightMatrix down;
+  };
+  /// The MLP of a sparse layer (chapter 3.3's Qwen2MoeBlock in the engine's formats).
+  struct Experts {
+    WeightMatrix router;               // X x E, f32
+    std::vector<Mlp> experts;          // X, each of moe_intermediate_size
+    std::optional<Mlp> shared;         // shared_expert_intermediate_size > 0
+    std::optional<WeightMatrix> gate;  // 1 x E, f32: the shared expert's sigmoid gate
+  };
   struct Layer {
     RMSNorm input_norm, post_norm;
     StackedMatrix qkv;
     WeightMatrix wo;
-    StackedMatrix gate_up;
-    WeightMatrix down;
-    Tensor qkv_bias;  // (H_q + 2 H) D
+    Mlp mlp;                         // dense layers
+    std::optional<Experts> experts;  // sparse layers (then mlp is empty)
+    Tensor qkv_bias;                 // (H_q + 2 H) D
   };
   void load_dense(const Checkpoint& checkpoint);
   void load_mlx(const Checkpoint& checkpoint);
@@ -110,6 +132,15 @@ class Qwen2Model : public LanguageModel {
   /// Runs the step; logits of every activation row, or of step.last_rows() only.
   Tensor run(const Step& step, bool last_only) const;
   Tensor layer_forward(const Layer& layer, const Tensor& x, const Step& step, size_t index) const;
+  /// x: M x E -> M x E through a SwiGLU MLP.
+  Tensor mlp_forward(const Mlp& mlp, const Tensor& x) const;
+  /// x: M x E -> M x E through a sparse layer's experts, grouped by expert.
+  Tensor experts_forward(const Experts& experts, const Tensor& x) const;
+  /// A SwiGLU MLP's f32 weights in `spec`: [Wg; Wu] stacked, Wd.
+  static Mlp convert_mlp(const Tensor& w_gate, const Tensor& w_up, const Tensor& w_down,
+                         const WeightSpec& spec);
+  /// A sparse layer's experts from the checkpoint, converted to options_.weights.
+  Experts load_experts(const Checkpoint& checkpoint, int64_t layer) const;
   /// NumericalError naming the sequence and position of the first non-finite logit.
   void check_finite(const Tensor& logits, const Step& step, const std::vector<int64_t>& kept) const;
   KernelChoice kernel_choice() const;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -117,12 +118,42 @@ class Qwen2MultiHeadAttentionWeek2 {
   RoPE rope_;
 };
 
+/// Provided. A position-wise feed-forward layer other than the dense MLP, x: N.. x E -> N.. x E,
+/// every row on its own: what chapter 3.3's mixture of experts is.
+class FeedForward {
+ public:
+  virtual ~FeedForward() = default;
+  virtual Tensor forward(const Tensor& x) const = 0;
+};
+
+/// Provided. The MLP slot of a decoder layer: chapter 1.4's dense Qwen2MLP (every layer of a
+/// Qwen2 model), or another FeedForward (the layers with experts of chapter 3.3's Qwen2-MoE).
+/// forward() runs whichever it holds, so the block's forward is the same for both.
+class MlpSlot {
+ public:
+  explicit MlpSlot(Qwen2MLP dense) : dense_(std::move(dense)) {}
+  explicit MlpSlot(std::shared_ptr<const FeedForward> other) : other_(std::move(other)) {}
+  /// x: N.. x E -> N.. x E.
+  Tensor forward(const Tensor& x) const { return dense_ ? dense_->forward(x) : other_->forward(x); }
+  /// The dense MLP, or nullptr when the slot holds another FeedForward.
+  const Qwen2MLP* dense() const { return dense_ ? &*dense_ : nullptr; }
+  /// The other FeedForward, or nullptr when the slot holds the dense MLP.
+  const FeedForward* other() const { return other_.get(); }
+
+ private:
+  std::optional<Qwen2MLP> dense_;
+  std::shared_ptr<const FeedForward> other_;
+};
+
 /// One Qwen2 decoder layer with a KV cache: chapter 1.5's block with the Week 2 attention.
 class Qwen2TransformerBlockWeek2 {
  public:
-  /// The sub-layers from the config, as Qwen2TransformerBlock (chapter 1.5). Throws ShapeError if
-  /// a weight has the wrong shape.
-  Qwen2TransformerBlockWeek2(const Qwen2Config& config, Qwen2BlockWeights weights)
+  /// The sub-layers from the config, as Qwen2TransformerBlock (chapter 1.5); the MLP slot holds
+  /// `mlp` when given (chapter 3.3's experts; weights.w_gate/w_up/w_down are then unused), else the
+  /// dense Qwen2MLP of weights (I = intermediate_size). Throws ShapeError if a weight has the wrong
+  /// shape.
+  Qwen2TransformerBlockWeek2(const Qwen2Config& config, Qwen2BlockWeights weights,
+                             std::shared_ptr<const FeedForward> mlp = nullptr)
       : hidden_size_(config.hidden_size),
         input_layernorm_(config.hidden_size, std::move(weights.w_input_layernorm),
                          config.rms_norm_eps),
@@ -130,8 +161,10 @@ class Qwen2TransformerBlockWeek2 {
                    std::move(weights.attention), config.max_position_embeddings, config.rope_theta),
         post_attention_layernorm_(config.hidden_size, std::move(weights.w_post_attention_layernorm),
                                   config.rms_norm_eps),
-        mlp_(config.hidden_size, config.intermediate_size, std::move(weights.w_gate),
-             std::move(weights.w_up), std::move(weights.w_down)) {}
+        mlp_(mlp ? MlpSlot(std::move(mlp))
+                 : MlpSlot(Qwen2MLP(config.hidden_size, config.intermediate_size,
+                                    std::move(weights.w_gate), std::move(weights.w_up),
+                                    std::move(weights.w_down)))) {}
 
   /// Task 2. x: B x L' x E -> B x L' x E, pre-norm with residuals as in chapter 1.5:
   ///   h   = x + attention_.forward(input_layernorm_.forward(x), offset, cache)
@@ -149,14 +182,24 @@ class Qwen2TransformerBlockWeek2 {
   const RMSNorm& input_layernorm() const { return input_layernorm_; }
   const Qwen2MultiHeadAttentionWeek2& attention() const { return attention_; }
   const RMSNorm& post_attention_layernorm() const { return post_attention_layernorm_; }
-  const Qwen2MLP& mlp() const { return mlp_; }
+  /// The dense MLP; InvalidArgument for a layer whose slot holds something else (chapter 3.3's
+  /// experts, which chapter 2.6's batched step does not run).
+  const Qwen2MLP& mlp() const {
+    if (mlp_.dense() == nullptr) {
+      throw InvalidArgument(
+          "Qwen2TransformerBlockWeek2::mlp: this layer's MLP slot holds experts (chapter 3.3), "
+          "not a dense Qwen2MLP");
+    }
+    return *mlp_.dense();
+  }
+  const MlpSlot& mlp_slot() const { return mlp_; }
 
  private:
   int64_t hidden_size_;
   RMSNorm input_layernorm_;
   Qwen2MultiHeadAttentionWeek2 attention_;
   RMSNorm post_attention_layernorm_;
-  Qwen2MLP mlp_;
+  MlpSlot mlp_;
 };
 
 /// The whole Qwen2 model of Week 2: logits for L' new tokens given the caches of the earlier ones.
@@ -166,14 +209,8 @@ class Qwen2ModelWeek2 : public LanguageModel {
  public:
   /// Provided. Builds the model from chapter 1.5's load_qwen2_model_weights, as Qwen2ModelWeek1
   /// does (the same tensor names and errors), with Week 2 blocks.
-  Qwen2ModelWeek2(const Qwen2Config& config, const Checkpoint& checkpoint) : config_(config) {
-    check_supported_config(config_, "Qwen2ModelWeek2");
-    Qwen2ModelWeights w = load_qwen2_model_weights(checkpoint, config_);
-    embedding_.emplace(config_.vocab_size, config_.hidden_size, std::move(w.embed_tokens));
-    for (Qwen2BlockWeights& block : w.layers) layers_.emplace_back(config_, std::move(block));
-    norm_.emplace(config_.hidden_size, std::move(w.norm), config_.rms_norm_eps);
-    lm_head_ = std::move(w.lm_head);
-  }
+  Qwen2ModelWeek2(const Qwen2Config& config, const Checkpoint& checkpoint)
+      : Qwen2ModelWeek2(config, load_qwen2_model_weights(checkpoint, checked(config)), {}) {}
 
   /// Task 2. tokens: B rows of L' new ids at positions offset .. offset+L'-1; caches: one per
   /// layer (create_kv_caches), each holding exactly `offset` positions -> logits B x L' x V:
@@ -204,7 +241,28 @@ class Qwen2ModelWeek2 : public LanguageModel {
   const RMSNorm& norm() const { return *norm_; }
   const Tensor& lm_head() const { return lm_head_; }
 
+ protected:
+  /// Provided, for a model that puts something else into some layers' MLP slots (chapter 3.3's
+  /// Qwen2MoeModel): the model of `weights`, layer i's slot holding mlps[i] where that is given
+  /// and non-null (the dense MLP of weights.layers[i] otherwise). The caller checks the config.
+  Qwen2ModelWeek2(const Qwen2Config& config, Qwen2ModelWeights weights,
+                  std::vector<std::shared_ptr<const FeedForward>> mlps)
+      : config_(config) {
+    mlps.resize(weights.layers.size());
+    embedding_.emplace(config_.vocab_size, config_.hidden_size, std::move(weights.embed_tokens));
+    for (size_t i = 0; i < weights.layers.size(); ++i) {
+      layers_.emplace_back(config_, std::move(weights.layers[i]), std::move(mlps[i]));
+    }
+    norm_.emplace(config_.hidden_size, std::move(weights.norm), config_.rms_norm_eps);
+    lm_head_ = std::move(weights.lm_head);
+  }
+
  private:
+  static const Qwen2Config& checked(const Qwen2Config& config) {
+    check_supported_config(config, "Qwen2ModelWeek2");
+    return config;
+  }
+
   void check_forward_args(const std::vector<TokenIds>& tokens, int64_t offset,
                           const std::vector<KvCache>& caches) const {
     check_token_batch(tokens, config_.vocab_size, "Qwen2ModelWeek2::forward");

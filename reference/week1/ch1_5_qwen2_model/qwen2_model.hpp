@@ -97,7 +97,10 @@ class Qwen2TransformerBlock {
 ///   P mlp.down_proj.weight                    E x I
 ///   P {input,post_attention}_layernorm.weight E
 /// Load each with checkpoint.load(name, expected_shape): a missing tensor is a FormatError naming
-/// it, a tensor of another shape a ShapeError naming it and both shapes.
+/// it, a tensor of another shape a ShapeError naming it and both shapes. A layer with experts
+/// (config.is_sparse_layer(layer): only in a Qwen2-MoE config, which the models of Weeks 1 and 2
+/// reject) has no dense mlp.*_proj: leave w_gate, w_up, w_down empty there (chapter 3.3 loads
+/// its experts).
 inline Qwen2BlockWeights load_qwen2_block_weights(const Checkpoint& checkpoint,
                                                   const Qwen2Config& config, int64_t layer) {
   // SOLUTION BEGIN ch1.5 Task 3
@@ -113,9 +116,11 @@ inline Qwen2BlockWeights load_qwen2_block_weights(const Checkpoint& checkpoint,
   w.attention.bq = checkpoint.load(p + "self_attn.q_proj.bias", {q_dim});
   w.attention.bk = checkpoint.load(p + "self_attn.k_proj.bias", {kv_dim});
   w.attention.bv = checkpoint.load(p + "self_attn.v_proj.bias", {kv_dim});
-  w.w_gate = checkpoint.load(p + "mlp.gate_proj.weight", {I, E});
-  w.w_up = checkpoint.load(p + "mlp.up_proj.weight", {I, E});
-  w.w_down = checkpoint.load(p + "mlp.down_proj.weight", {E, I});
+  if (!config.is_sparse_layer(layer)) {
+    w.w_gate = checkpoint.load(p + "mlp.gate_proj.weight", {I, E});
+    w.w_up = checkpoint.load(p + "mlp.up_proj.weight", {I, E});
+    w.w_down = checkpoint.load(p + "mlp.down_proj.weight", {E, I});
+  }
   w.w_input_layernorm = checkpoint.load(p + "input_layernorm.weight", {E});
   w.w_post_attention_layernorm = checkpoint.load(p + "post_attention_layernorm.weight", {E});
   return w;
@@ -132,10 +137,11 @@ struct Qwen2ModelWeights {
 };
 
 /// Provided. Throws ConfigError (naming `model_name`) for a config the Qwen2 classes cannot run:
-/// no layers, no heads, head_dim * H_q != E, a Qwen2-MoE config (chapter 3.3 runs those) or a
-/// scaled RoPE (chapter 3.7).
-inline void check_supported_config(const Qwen2Config& config, const std::string& model_name) {
-  if (config.moe) {
+/// no layers, no heads, head_dim * H_q != E, a Qwen2-MoE config unless `experts_supported`
+/// (chapter 3.3's model and the engine run those) or a scaled RoPE (chapter 3.7).
+inline void check_supported_config(const Qwen2Config& config, const std::string& model_name,
+                                   bool experts_supported = false) {
+  if (config.moe && !experts_supported) {
     throw ConfigError(model_name + ": this is a Qwen2-MoE config (" +
                       std::to_string(config.moe->num_experts) +
                       " experts); the dense Qwen2 model cannot run it (chapter 3.3 adds the MoE "
