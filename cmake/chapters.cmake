@@ -16,3 +16,4 @@ tinyllm_chapter(ch2.4 WEEK week2 DIR ch2_4_flash_attention TITLE "Flash attentio
 tinyllm_chapter(ch2.5 WEEK week2 DIR ch2_5_parallel_flash_attention TITLE "Flash attention, parallel" DEPENDS ch2.4)
 tinyllm_chapter(ch2.6 WEEK week2 DIR ch2_6_continuous_batching TITLE "Continuous batching" DEPENDS ch1.1 ch1.3 ch1.4 ch1.6 ch2.1)
 tinyllm_chapter(ch2.7 WEEK week2 DIR ch2_7_chunked_prefill TITLE "Chunked prefill" DEPENDS ch2.1 ch2.6)
+tinyllm_chapter(ch3.4 WEEK week3 DIR ch3_4_speculative_decoding TITLE "Speculative decoding" DEPENDS ch1.6 ch1.7 ch2.1)
