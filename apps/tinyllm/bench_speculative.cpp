@@ -123,6 +123,29 @@ struct Row {
   }
 };
 
+// Seconds of one forward call of L' random ids at offset 64 (the caches rewound after each call),
+// the mean of `calls` calls after one warm-up: the per-call costs of the cost model.
+double call_seconds(const LanguageModel& model, int64_t new_ids, int64_t calls) {
+  std::vector<KvCache> caches = model.create_kv_caches();
+  TokenIds prefix(64), step(static_cast<size_t>(new_ids));
+  for (size_t i = 0; i < prefix.size(); ++i) prefix[i] = static_cast<TokenId>((i * 37 + 11) % 997);
+  for (size_t i = 0; i < step.size(); ++i) step[i] = static_cast<TokenId>((i * 53 + 7) % 991);
+  model.forward({prefix}, 0, caches);
+  model.forward({step}, 64, caches);
+  rewind_caches(caches, new_ids);
+  const auto start = Clock::now();
+  for (int64_t i = 0; i < calls; ++i) {
+    // A decode step keeps the last position only; a verification needs every row's logits.
+    if (new_ids == 1) {
+      model.forward_last({step}, 64, caches);
+    } else {
+      model.forward({step}, 64, caches);
+    }
+    rewind_caches(caches, new_ids);
+  }
+  return std::chrono::duration<double>(Clock::now() - start).count() / static_cast<double>(calls);
+}
+
 }  // namespace
 
 int run_bench_speculative(const CommandLine& cl) {
@@ -200,6 +223,18 @@ int run_bench_speculative(const CommandLine& cl) {
         expected = std::move(pass.answers);
       }
       const double base_mean = base.mean();
+      // The cost model (book/week3/ch3_4_speculative_decoding.md): speedup = E / (k c + T(k+1) / T)
+      // with E = (1 - a^(k+1)) / (1 - a), a the acceptance rate, c = draft step / target step.
+      const double target_step = call_seconds(model, 1, 200);
+      const double draft_step = draft.model ? call_seconds(*draft.model, 1, 200) : 0.0;
+      std::fprintf(
+          stderr, "costs (threads %lld): target decode step %.3f ms, draft step %.3f ms (c = %.2f)",
+          static_cast<long long>(t), 1e3 * target_step, 1e3 * draft_step, draft_step / target_step);
+      for (int64_t k : ks) {
+        std::fprintf(stderr, ", T(%lld)/T = %.2f", static_cast<long long>(k + 1),
+                     call_seconds(model, k + 1, 200) / target_step);
+      }
+      std::fprintf(stderr, "\n");
       std::printf("| %s | none | %s | %lld | - | - | - | %.1f ± %.1f | 1.00 |\n",
                   dir.filename().string().c_str(), base.weights.c_str(), static_cast<long long>(t),
                   base.mean(), base.stddev());

@@ -8,6 +8,7 @@
   bench/speculative/summarise20.jsonl 20 "summarise this passage" prompts: the gold passage of the first 20
                                       reading records, then "Summarise this passage." (a copying workload)
   bench/speculative/reading20.jsonl   the first 20 reading records as they are (the answer copies a sentence)
+  bench/speculative/stories10.jsonl   the first 10 story records (long answers: the draft's prefill is amortised)
 
 Each line is a JSONL record {"skill": ..., "messages": [...]}, as data/models/eval/heldout.jsonl. Standard
 library only.
@@ -44,6 +45,7 @@ def main():
     write("heldout20.jsonl", chosen)
     reading = [r for r in plain if r["skill"] == "reading"][:20]
     write("reading20.jsonl", reading)
+    write("stories10.jsonl", [r for r in plain if r["skill"] == "story"][:10])
     summarise = []
     for r in reading:
         passage = r["passages"][r["gold_passage"]]
