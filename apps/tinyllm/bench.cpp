@@ -27,6 +27,7 @@
 
 #include <Eigen/Core>
 
+#include "bench.hpp"
 #include "commands.hpp"
 #include "engine/load_model.hpp"
 #include "model_choice.hpp"
@@ -35,9 +36,6 @@
 
 namespace tinyllm::app {
 namespace fs = std::filesystem;
-namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // "512" or "128,256" -> {512} or {128, 256}; every value >= min_value.
 std::vector<int64_t> parse_list(const CommandLine& cl, const std::string& flag,
@@ -60,6 +58,39 @@ std::vector<int64_t> parse_list(const CommandLine& cl, const std::string& flag,
   }
   return values;
 }
+
+// --precision f32,bf16,q8,q4 (--group-size for the quantized ones): the engine in each; absent:
+// model_choice's one choice (the course model, or the engine for an MLX checkpoint).
+std::vector<std::optional<engine::EngineOptions>> parse_precisions(const CommandLine& cl,
+                                                                   const fs::path& dir,
+                                                                   const Qwen2Config& config) {
+  if (config.quantization && cl.has("precision")) {
+    throw mlx_contradiction(dir, *config.quantization, "--precision " + cl.flags.at("precision"));
+  }
+  if (!cl.has("precision")) {
+    if (cl.has("group-size")) throw UsageError("--group-size needs --precision with q8 or q4");
+    return {engine_choice(cl, dir, config)};
+  }
+  const int group = cl.has("group-size")
+                        ? static_cast<int>(parse_int("group-size", cl.flags.at("group-size")))
+                        : 0;
+  std::vector<std::optional<engine::EngineOptions>> specs;
+  std::string text = cl.flags.at("precision") + ",";
+  for (size_t start = 0, comma; (comma = text.find(',', start)) != std::string::npos;
+       start = comma + 1) {
+    const engine::WeightFormat format =
+        engine::parse_weight_format(text.substr(start, comma - start));
+    const bool quantized = engine::default_group_size(format) != 0;
+    engine::EngineOptions options;
+    options.weights = engine::check_weight_spec({format, quantized ? group : 0});
+    specs.push_back(options);
+  }
+  return specs;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
 
 struct BenchResult {
   std::string test;  // "pp512" / "tg128" / "tg128 x4"
@@ -111,35 +142,6 @@ BenchModel load_bench_model(const fs::path& dir, const Qwen2Config& config,
   m.loaded = load_chosen_model(dir, config, options, check);
   m.load_s = std::chrono::duration<double>(Clock::now() - start).count();
   return m;
-}
-
-// --precision f32,bf16,q8,q4 (--group-size for the quantized ones): the engine in each; absent:
-// model_choice's one choice (the course model, or the engine for an MLX checkpoint).
-std::vector<std::optional<engine::EngineOptions>> parse_precisions(const CommandLine& cl,
-                                                                   const fs::path& dir,
-                                                                   const Qwen2Config& config) {
-  if (config.quantization && cl.has("precision")) {
-    throw mlx_contradiction(dir, *config.quantization, "--precision " + cl.flags.at("precision"));
-  }
-  if (!cl.has("precision")) {
-    if (cl.has("group-size")) throw UsageError("--group-size needs --precision with q8 or q4");
-    return {engine_choice(cl, dir, config)};
-  }
-  const int group = cl.has("group-size")
-                        ? static_cast<int>(parse_int("group-size", cl.flags.at("group-size")))
-                        : 0;
-  std::vector<std::optional<engine::EngineOptions>> specs;
-  std::string text = cl.flags.at("precision") + ",";
-  for (size_t start = 0, comma; (comma = text.find(',', start)) != std::string::npos;
-       start = comma + 1) {
-    const engine::WeightFormat format =
-        engine::parse_weight_format(text.substr(start, comma - start));
-    const bool quantized = engine::default_group_size(format) != 0;
-    engine::EngineOptions options;
-    options.weights = engine::check_weight_spec({format, quantized ? group : 0});
-    specs.push_back(options);
-  }
-  return specs;
 }
 
 // One timed run of a test from empty caches.
@@ -199,6 +201,14 @@ int64_t count_parameters(const fs::path& dir, const Qwen2Config& config) {
 }  // namespace
 
 int run_bench(const CommandLine& cl) {
+  if (cl.has("draft-model") || cl.has("prompt-lookup")) return run_bench_speculative(cl);
+  for (const char* flag : {"draft-tokens", "prompts-file"}) {
+    if (cl.has(flag)) {
+      throw UsageError(
+          std::string("--") + flag +
+          " belongs to the speculative mode: add --draft-model DIR or --prompt-lookup N");
+    }
+  }
   const std::vector<int64_t> prompts = parse_list(cl, "n-prompt", 512, 0);
   const std::vector<int64_t> gens = parse_list(cl, "n-gen", 128, 0);
   const std::vector<int64_t> threads = parse_list(cl, "threads", omp_get_num_procs(), 1);

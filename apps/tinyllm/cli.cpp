@@ -43,6 +43,18 @@ const char* const kEngineHelp =
     "engine\n"
     "                      with its stored weights, without these flags)\n";
 
+const char* const kSpeculativeHelp =
+    "  --draft-model DIR   speculative decoding (chapter 3.4): a small draft model with the same\n"
+    "                      tokenizer proposes tokens, the model verifies them in one call per "
+    "round;\n"
+    "                      greedy output is unchanged, sampled output follows the same "
+    "distribution\n"
+    "                      (the draft runs with the same --dtype/--quantize as the model)\n"
+    "  --prompt-lookup N   speculative decoding without a draft: propose the tokens that followed\n"
+    "                      the last N tokens where they occurred earlier in the prompt or answer\n"
+    "  --draft-tokens K    tokens proposed per round (default 4); the acceptance rate goes to "
+    "stderr\n";
+
 std::string trim(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t");
   if (begin == std::string::npos) return "";
@@ -56,7 +68,8 @@ const std::vector<CommandSpec>& command_specs() {
   static const std::vector<CommandSpec> specs = {
       {"chat",
        {"model", "check-tensors", "prompt", "system", "temperature", "top-k", "top-p", "seed",
-        "max-tokens", "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size"},
+        "max-tokens", "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size", "draft-model",
+        "draft-tokens", "prompt-lookup"},
        std::string(
            "usage: tinyllm chat [--prompt TEXT] [--system TEXT] [options]\n\n"
            "Chats with the model through the Qwen2 chat template, streaming the answer to stdout.\n"
@@ -68,16 +81,17 @@ const std::vector<CommandSpec>& command_specs() {
            "options:\n"
            "  --prompt TEXT       the user's message (one-shot mode)\n"
            "  --system TEXT       the system prompt (default \"You are a helpful assistant.\")\n") +
-           kSamplingHelp + kEngineHelp + kModelHelp},
+           kSamplingHelp + kSpeculativeHelp + kEngineHelp + kModelHelp},
       {"generate",
        {"model", "check-tensors", "prompt", "temperature", "top-k", "top-p", "seed", "max-tokens",
-        "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size"},
+        "kv-cache", "no-kv-cache", "dtype", "quantize", "group-size", "draft-model", "draft-tokens",
+        "prompt-lookup"},
        std::string(
            "usage: tinyllm generate --prompt TEXT [options]\n\n"
            "Continues raw text (no chat template), streaming the continuation to stdout.\n\n"
            "options:\n"
            "  --prompt TEXT       the text to continue (required)\n") +
-           kSamplingHelp + kEngineHelp + kModelHelp},
+           kSamplingHelp + kSpeculativeHelp + kEngineHelp + kModelHelp},
       {"tokenize",
        {"model", "text"},
        std::string("usage: tinyllm tokenize --text TEXT [--model DIR]\n\n"
@@ -109,7 +123,8 @@ const std::vector<CommandSpec>& command_specs() {
            kModelHelp},
       {"bench",
        {"model", "check-tensors", "n-prompt", "n-gen", "threads", "repetitions", "json", "seed",
-        "precision", "group-size", "parallel"},
+        "precision", "group-size", "parallel", "draft-model", "draft-tokens", "prompt-lookup",
+        "prompts-file"},
        std::string(
            "usage: tinyllm bench [--model DIR] [-p 512] [-n 128] [-t 1,2] [-r 5] [--json FILE]\n\n"
            "Measures like llama-bench: prefill of -p random token ids in one call (test ppN) and\n"
@@ -132,7 +147,20 @@ const std::vector<CommandSpec>& command_specs() {
            "  --parallel R        also decode R sequences together (test tgN xR, aggregate "
            "tokens/s;\n"
            "                      a list: 1,4,8), one forward_sequences step per token\n"
-           "  --json FILE         also write the results as JSON\n") +
+           "  --json FILE         also write the results as JSON\n\n"
+           "speculative mode (chapter 3.4), with --draft-model DIR or --prompt-lookup N:\n"
+           "  greedy answers to the chat prompts of --prompts-file (JSONL records with "
+           "\"messages\",\n"
+           "  or one user message per line), up to -n tokens each (stopping at <|im_end|>), first "
+           "by\n"
+           "  the model alone (chapter 2.1), then speculatively for each K of --draft-tokens "
+           "(default\n"
+           "  2,4,6); reports the acceptance rate, decode tokens/s (first to last token) and the\n"
+           "  speedup over the model alone, and checks that every answer is the same\n"
+           "  --draft-model DIR   the draft model (same tokenizer, same --precision)\n"
+           "  --prompt-lookup N   n-gram drafting instead of a draft model\n"
+           "  --draft-tokens LIST tokens proposed per round, e.g. 2,4,6\n"
+           "  --prompts-file FILE the prompts (required in this mode)\n") +
            kModelHelp},
       {"batch",
        {"model", "check-tensors", "prompt", "prompts-file", "batch-size", "prefill-chunk",
@@ -299,6 +327,38 @@ TokenIds parse_ids(const std::string& flag, const std::string& text) {
     start = comma + 1;
   }
   return ids;
+}
+
+SpeculativeFlags parse_speculative_flags(const CommandLine& cl) {
+  SpeculativeFlags s;
+  if (cl.has("draft-model") && cl.has("prompt-lookup")) {
+    throw UsageError("--draft-model and --prompt-lookup contradict each other (pick one drafter)");
+  }
+  if (cl.has("draft-model")) {
+    s.draft_model = cl.flags.at("draft-model");
+    if (s.draft_model->empty()) throw UsageError("--draft-model: the directory is empty");
+  }
+  if (cl.has("prompt-lookup")) {
+    s.prompt_lookup = parse_int("prompt-lookup", cl.flags.at("prompt-lookup"));
+    if (s.prompt_lookup < 1) {
+      throw UsageError("--prompt-lookup must be >= 1 (the n-gram size), got " +
+                       cl.flags.at("prompt-lookup"));
+    }
+  }
+  if (cl.has("draft-tokens")) {
+    if (!s.enabled())
+      throw UsageError("--draft-tokens needs --draft-model DIR or --prompt-lookup N");
+    s.draft_tokens = parse_int("draft-tokens", cl.flags.at("draft-tokens"));
+    if (s.draft_tokens < 1) {
+      throw UsageError("--draft-tokens must be >= 1, got " + cl.flags.at("draft-tokens"));
+    }
+  }
+  if (s.enabled() && cl.has("no-kv-cache")) {
+    throw UsageError(
+        "speculative decoding (--draft-model, --prompt-lookup) needs the KV cache; "
+        "drop --no-kv-cache");
+  }
+  return s;
 }
 
 SamplingFlags parse_sampling_flags(const CommandLine& cl) {

@@ -64,4 +64,15 @@ struct SamplingFlags {
 };
 SamplingFlags parse_sampling_flags(const CommandLine& cl);
 
+/// Speculative-decoding flags of `chat` and `generate` (chapter 3.4), validated: --draft-model
+/// DIR or --prompt-lookup N >= 1 (not both), --draft-tokens K >= 1 (default 4; only with one of
+/// them), and neither with --no-kv-cache.
+struct SpeculativeFlags {
+  std::optional<std::string> draft_model;
+  int64_t prompt_lookup = 0;  // the n-gram size; 0: off
+  int64_t draft_tokens = 4;   // k
+  bool enabled() const { return draft_model.has_value() || prompt_lookup > 0; }
+};
+SpeculativeFlags parse_speculative_flags(const CommandLine& cl);
+
 }  // namespace tinyllm::app

@@ -20,6 +20,9 @@
 #include <tinyllm/ch1_7_sampling/sampler.hpp>
 #include <tinyllm/ch2_1_kv_cache/generate_with_kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/qwen2_week2.hpp>
+#include <tinyllm/ch3_4_speculative_decoding/prompt_lookup.hpp>
+#include <tinyllm/ch3_4_speculative_decoding/speculative_decoding.hpp>
+#include <tinyllm/ch3_4_speculative_decoding/speculative_sampling.hpp>
 
 #include "engine/load_model.hpp"
 #include "model_choice.hpp"
@@ -73,9 +76,31 @@ bool use_kv_cache(const CommandLine& cl) {
   return TINYLLM_KV_CACHE_DEFAULT != 0;
 }
 
+// --draft-model DIR: the draft model, loaded with the same weight flags as the model (engine
+// options for its own checkpoint), refused unless it has the model's vocabulary and tokenizer
+// (chapter 3.4's check_draft_model and check_same_tokenizer).
+LoadedModel load_draft_model(const fs::path& draft_dir, const LanguageModel& target,
+                             const Tokenizer& tokenizer, const CommandLine& cl) {
+  if (!fs::is_directory(draft_dir)) {
+    throw FormatError("draft model directory " + quoted(draft_dir) +
+                      " does not exist (from --draft-model)");
+  }
+  const Qwen2Config draft_config = engine::load_model_config(draft_dir);
+  LoadedModel draft = load_chosen_model(
+      draft_dir, draft_config, engine_choice(cl, draft_dir, draft_config), check_tensors_flag(cl));
+  check_draft_model(target, *draft.model, 0);
+  if (!fs::is_regular_file(draft_dir / "tokenizer.json")) {
+    throw FormatError("no tokenizer.json in the draft model directory " + quoted(draft_dir) +
+                      " (needed to check that it shares the model's tokenizer)");
+  }
+  check_same_tokenizer(tokenizer, Tokenizer::from_file(draft_dir / "tokenizer.json"));
+  return draft;
+}
+
 // Everything one generation needs, shared by `chat` and `generate`: the tokenizer and either a
-// LanguageModel (chapter 2.1's generation with a KV cache, on the model model_choice.hpp picks)
-// or, with --no-kv-cache, chapter 1.6's model and its full recompute.
+// LanguageModel (chapter 2.1's generation with a KV cache, on the model model_choice.hpp picks;
+// with --draft-model or --prompt-lookup chapter 3.4's speculative decoding on it) or, with
+// --no-kv-cache, chapter 1.6's model and its full recompute.
 struct Session {
   fs::path dir;
   Qwen2Config config;
@@ -84,12 +109,15 @@ struct Session {
   std::optional<Qwen2ModelWeek1> recompute;  // --no-kv-cache
   SamplingFlags sampling;
   std::optional<Sampler> sampler;  // only when --temperature > 0; greedy otherwise
+  SpeculativeFlags speculative;
+  LoadedModel draft;  // --draft-model
 
   Session(fs::path model_dir, SamplingFlags flags, const CommandLine& cl)
       : dir(std::move(model_dir)),
         config(engine::load_model_config(dir)),
         tokenizer(load_tokenizer(dir)),
-        sampling(flags) {
+        sampling(flags),
+        speculative(parse_speculative_flags(cl)) {
     const std::optional<engine::EngineOptions> fast = engine_choice(cl, dir, config);
     if (fast && cl.has("no-kv-cache")) {
       if (config.quantization) throw mlx_contradiction(dir, *config.quantization, "--no-kv-cache");
@@ -99,7 +127,7 @@ struct Session {
       throw UsageError("--no-kv-cache runs chapter 1.6's Week 1 model, which has no experts; " +
                        quoted(dir) + " is a Qwen2-MoE model (chapter 3.3 runs it with the cache)");
     }
-    if (use_kv_cache(cl) || fast || config.moe) {
+    if (use_kv_cache(cl) || fast || config.moe || speculative.enabled()) {
       cached = load_chosen_model(dir, config, fast, check_tensors_flag(cl));
     } else {
       recompute.emplace(config, Checkpoint::open(dir, check_tensors_flag(cl)));
@@ -116,6 +144,46 @@ struct Session {
                                     .top_p = sampling.top_p,
                                     .seed = sampling.seed});
     }
+    if (speculative.draft_model) {
+      draft = load_draft_model(*speculative.draft_model, *cached.model, tokenizer, cl);
+    }
+  }
+
+  // Chapter 3.4: simple_generate_with_kv_cache's text generation (encode, default stop ids, one
+  // streaming decoder), with the ids from speculative decoding: a draft model or prompt lookup,
+  // greedy or sampled. on_id sees every id before its text.
+  TextGeneration generate_speculatively(const std::string& prompt, GenerationOptions options,
+                                        const TokenCallback& on_id, const TextCallback& on_text,
+                                        SpeculativeStats& stats) const {
+    const TokenIds ids = tokenizer.encode(prompt);
+    options.stop_ids = default_stop_ids(config, &tokenizer);
+    TextGeneration result;
+    result.prompt_tokens = static_cast<int64_t>(ids.size());
+    StreamingDecoder decoder(tokenizer);
+    const auto emit = [&](const std::string& piece) {
+      if (piece.empty()) return;
+      result.text += piece;
+      on_text(piece);
+    };
+    const TokenCallback each = [&](TokenId id) {
+      on_id(id);
+      emit(decoder.push(id));
+    };
+    const LanguageModel& target = *cached.model;
+    const int64_t k = speculative.draft_tokens, n = speculative.prompt_lookup;
+    SpeculativeGeneration out;
+    if (draft.model) {
+      out = sampler
+                ? speculative_sample(target, *draft.model, ids, options, k, sampler->config(), each)
+                : speculative_generate(target, *draft.model, ids, options, k, each);
+    } else {
+      out = sampler ? prompt_lookup_sample(target, ids, options, n, k, sampler->config(), each)
+                    : prompt_lookup_generate(target, ids, options, n, k, each);
+    }
+    emit(decoder.finish());
+    result.generation = out.generation;
+    stats = out.stats;
+    return result;
   }
 
   // Generates a continuation of `prompt` (already templated for chat), streaming it to stdout, and
@@ -150,10 +218,21 @@ struct Session {
     };
     const GenerationOptions options{.max_new_tokens = max_new, .stop_ids = {}};
     const TextCallback print = [](std::string_view piece) { std::cout << piece << std::flush; };
-    const TextGeneration result =
-        recompute ? simple_generate(*recompute, tokenizer, prompt, options, timed, print)
-                  : simple_generate_with_kv_cache(*cached.model, tokenizer, prompt, options, timed,
-                                                  print);
+    TextGeneration result;
+    std::optional<SpeculativeStats> stats;
+    if (speculative.enabled()) {
+      // The ids come in runs per round; time them as they are emitted.
+      const TokenCallback timed_id = [&](TokenId) {
+        last = Clock::now();
+        if (picks++ == 0) first = last;
+      };
+      stats.emplace();
+      result = generate_speculatively(prompt, options, timed_id, print, *stats);
+    } else {
+      result = recompute ? simple_generate(*recompute, tokenizer, prompt, options, timed, print)
+                         : simple_generate_with_kv_cache(*cached.model, tokenizer, prompt, options,
+                                                         timed, print);
+    }
     std::cout << std::endl;
 
     const double prefill_s = std::chrono::duration<double>(first - start).count();
@@ -171,6 +250,20 @@ struct Session {
         static_cast<long long>(result.prompt_tokens), static_cast<long long>(generated), prefill_s,
         picks > 1 && decode_s > 0 ? static_cast<double>(picks - 1) / decode_s : 0.0);
     std::cerr << line << stop << "]" << std::endl;
+    if (stats) {
+      const std::string drafter =
+          draft.model ? "draft " + speculative.draft_model.value()
+                      : "prompt lookup n = " + std::to_string(speculative.prompt_lookup);
+      char spec_line[512];
+      std::snprintf(spec_line, sizeof spec_line,
+                    "[speculative decoding (%s, k = %lld): %lld rounds, %lld drafted, %lld "
+                    "accepted: acceptance rate %.1f%%, %.2f accepted per round]",
+                    drafter.c_str(), static_cast<long long>(speculative.draft_tokens),
+                    static_cast<long long>(stats->rounds), static_cast<long long>(stats->proposed),
+                    static_cast<long long>(stats->accepted), 100.0 * stats->acceptance_rate(),
+                    stats->mean_accepted_per_round());
+      std::cerr << spec_line << std::endl;
+    }
     return result.text;
   }
 };

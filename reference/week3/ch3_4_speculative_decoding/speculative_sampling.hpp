@@ -1,0 +1,170 @@
+// Chapter 3.4, Task 2: lossless speculative sampling (Leviathan et al. 2023, Chen et al. 2023).
+//
+// With sampling, "accept when the draft agrees" is wrong: the output would follow neither model.
+// The rule that makes the output follow the target's distribution p exactly, whatever the draft's
+// distribution q, is a rejection sampler. For a drafted id x drawn from q:
+//
+//   accept x with probability min(1, p(x) / q(x))
+//   on rejection, draw instead from the residual r = normalize(max(0, p - q))
+//   if all k drafts are accepted, draw a bonus id from the target's next row p_k
+//
+// Why it is exact: P(emit y) = q(y) min(1, p(y)/q(y)) + P(reject) r(y)
+//                            = min(q(y), p(y)) + (1 - sum_x min(q(x), p(x))) r(y) = p(y),
+// because P(reject) = sum_x (q(x) - min(q(x), p(x))) = sum_x max(0, p(x) - q(x)), the residual's
+// normalizer. A draft is accepted with probability sum_x min(p(x), q(x)) = 1 - TV(p, q).
+//
+// p and q are the distributions chapter 1.7's Sampler draws from, with ONE SamplerConfig for both:
+// logits / temperature -> top-k filter -> softmax -> top-p filter -> renormalise
+// (Sampler::distribution). The output then follows exactly what plain sampling of the target with
+// that config follows. Temperature 0 makes p and q one-hot: the rule becomes Task 1's greedy rule.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <tinyllm/ch1_6_generate/generate.hpp>
+#include <tinyllm/ch1_7_sampling/sampler.hpp>
+#include <tinyllm/ch2_1_kv_cache/language_model.hpp>
+#include <tinyllm/ch3_4_speculative_decoding/speculative_decoding.hpp>
+#include <tinyllm/ch3_4_speculative_decoding/speculative_support.hpp>
+
+#include "tinyllm/errors.hpp"
+#include "tinyllm/tensor.hpp"
+#include "tinyllm/todo.hpp"
+#include "tinyllm/token.hpp"
+
+namespace tinyllm {
+
+/// The fate of one drafted id.
+struct DraftDecision {
+  TokenId token = 0;  // the drafted id if accepted, else the id drawn from the residual
+  bool accepted = false;
+};
+
+/// Task 2. The residual distribution normalize(max(0, p - q)) over V ids (computed in double,
+/// returned as V floats summing to 1). If p - q has no positive entry (p == q: a rejection then
+/// never happens, but rounding may still get here) it returns p. InvalidArgument unless p and q
+/// have the same size V >= 1.
+inline std::vector<float> residual_distribution(const std::vector<float>& p,
+                                                const std::vector<float>& q) {
+  // SOLUTION BEGIN ch3.4 Task 2
+  if (p.empty() || p.size() != q.size()) {
+    throw InvalidArgument("residual_distribution: p has " + std::to_string(p.size()) +
+                          " entries and q " + std::to_string(q.size()) +
+                          "; they must be the same vocabulary");
+  }
+  std::vector<double> r(p.size());
+  double total = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    r[i] = std::max(0.0, static_cast<double>(p[i]) - static_cast<double>(q[i]));
+    total += r[i];
+  }
+  if (!(total > 0.0)) return p;
+  std::vector<float> out(p.size());
+  for (size_t i = 0; i < p.size(); ++i) out[i] = static_cast<float>(r[i] / total);
+  return out;
+  // SOLUTION END
+}
+
+/// Task 2. The rejection rule for a drafted id x drawn from q: u = rng.uniform() (exactly one
+/// draw); accept when u * q[x] < p[x] (probability min(1, p[x] / q[x]); always when p[x] >=
+/// q[x]); otherwise token = sample_from(residual_distribution(p, q), rng). p, q: V probabilities
+/// (chapter 1.7's Sampler::distribution). InvalidArgument for sizes that differ, x outside [0, V)
+/// or q[x] == 0 (x cannot have been drawn from q).
+inline DraftDecision accept_or_resample(const std::vector<float>& p, const std::vector<float>& q,
+                                        TokenId x, Rng& rng) {
+  // SOLUTION BEGIN ch3.4 Task 2
+  if (p.size() != q.size() || x < 0 || static_cast<size_t>(x) >= q.size()) {
+    throw InvalidArgument("accept_or_resample: id " + std::to_string(x) + " with p of " +
+                          std::to_string(p.size()) + " and q of " + std::to_string(q.size()) +
+                          " entries");
+  }
+  const auto i = static_cast<size_t>(x);
+  if (!(q[i] > 0.0f)) {
+    throw InvalidArgument("accept_or_resample: the draft's q gives id " + std::to_string(x) +
+                          " probability 0, so it cannot have proposed it");
+  }
+  const double u = rng.uniform();
+  if (u * static_cast<double>(q[i]) < static_cast<double>(p[i])) return {x, true};
+  return {sample_from(residual_distribution(p, q), rng), false};
+  // SOLUTION END
+}
+
+/// The verification rule of speculative sampling, as a VerifyRule for run_speculative. Holds the
+/// Sampler that defines p (the SAME config the drafter draws q with) and the generation's Rng;
+/// both must outlive it.
+class RejectionSampler {
+ public:
+  RejectionSampler(const Sampler& sampler, Rng& rng) : sampler_(&sampler), rng_(&rng) {}
+
+  /// Task 2. For i = 0 .. k-1: p_i = sampler.distribution(row i of target_logits, 1 x (k + 1) x
+  /// V), q_i = proposal.probs[i] (empty probs: one-hot at ids[i], a deterministic drafter);
+  /// accept_or_resample(p_i, q_i, ids[i], rng); the first rejection ends the round with a = i and
+  /// next = the resampled id. All accepted: next = sample_from(p_k, rng), the bonus. ShapeError
+  /// unless the logits have k + 1 rows; InvalidArgument if probs is neither empty nor k long.
+  Verification operator()(const Tensor& target_logits, const Proposal& proposal) const {
+    // SOLUTION BEGIN ch3.4 Task 2
+    const auto k = static_cast<int64_t>(proposal.ids.size());
+    if (target_logits.ndim() != 3 || target_logits.dim(1) != k + 1) {
+      throw ShapeError("RejectionSampler: expected the logits of " + std::to_string(k + 1) +
+                       " positions, 1 x (k + 1) x V, got " +
+                       shape_to_string(target_logits.shape()));
+    }
+    if (!proposal.probs.empty() && static_cast<int64_t>(proposal.probs.size()) != k) {
+      throw InvalidArgument("RejectionSampler: " + std::to_string(proposal.probs.size()) +
+                            " draft distributions for " + std::to_string(k) + " drafted ids");
+    }
+    const int64_t V = target_logits.dim(2);
+    for (int64_t i = 0; i < k; ++i) {
+      const TokenId x = proposal.ids[static_cast<size_t>(i)];
+      std::vector<float> one_hot;
+      if (proposal.probs.empty()) {
+        one_hot.assign(static_cast<size_t>(V), 0.0f);
+        one_hot[static_cast<size_t>(x)] = 1.0f;
+      }
+      const std::vector<float>& q =
+          proposal.probs.empty() ? one_hot : proposal.probs[static_cast<size_t>(i)];
+      const std::vector<float> p = sampler_->distribution(logits_row(target_logits, i).values());
+      const DraftDecision d = accept_or_resample(p, q, x, *rng_);
+      if (!d.accepted) return {i, d.token};
+    }
+    return {k, sample_from(sampler_->distribution(logits_row(target_logits, k).values()), *rng_)};
+    // SOLUTION END
+  }
+
+ private:
+  const Sampler* sampler_;
+  Rng* rng_;
+};
+
+/// Provided. The picker of the target's first id (from its prefill logits) in speculative
+/// sampling: sample_from(sampler.distribution(logits), rng), drawing from the generation's Rng.
+inline TokenPicker first_id_sampler(const Sampler& sampler, Rng& rng) {
+  return [&sampler, &rng](const Tensor& logits) {
+    return sample_from(sampler.distribution(logits.values()), rng);
+  };
+}
+
+/// Provided. Speculative sampling with a draft model: one Sampler(config) defines p and q, one
+/// Rng(config.seed) draws everything (the first id from the target's prefill, the drafts, the
+/// acceptance tests, residual and bonus ids), so a seed gives the same ids every run. Its output
+/// follows the distribution of chapter 2.1's generation with Sampler(config); with temperature 0
+/// it is the greedy output. Errors: Sampler's InvalidArgument for a bad config, then those of
+/// speculative_generate.
+inline SpeculativeGeneration speculative_sample(const LanguageModel& target,
+                                                const LanguageModel& draft, const TokenIds& prompt,
+                                                const GenerationOptions& options, int64_t k,
+                                                const SamplerConfig& config,
+                                                const TokenCallback& on_token = {}) {
+  const Sampler sampler(config);
+  check_draft_tokens(k);
+  check_draft_model(target, draft, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
+  Rng rng(config.seed);
+  ModelDrafter drafter(draft, &sampler, &rng);
+  return run_speculative(target, drafter, RejectionSampler(sampler, rng),
+                         first_id_sampler(sampler, rng), prompt, options, k, on_token);
+}
+
+}  // namespace tinyllm
