@@ -1,8 +1,9 @@
 // Microbenchmarks of the engine's own kernels (engine/), through WeightMatrix::matmul as the
 // engine calls it: y = x W^T for Qwen2-0.5B's weight shapes.
-//   BM_EngineMatmul   decode (M = 1: the streaming kernels, int8_small_matmul for q8/q4; GB/s of
-//                     weight bytes read) and prefill (M = 512: bf16_gemm for bf16/q8/q4, Eigen for
-//                     f32; GFLOP/s), with 1 and 2 threads.
+//   BM_EngineMatmul   decode (M = 1: the streaming kernels, int8_small_matmul for q8/q4,
+//                     bf16_dot_small_matmul for bf16; GB/s of weight bytes read) and prefill
+//                     (M = 512: bf16_gemm for bf16/q8/q4, Eigen for f32; GFLOP/s), with 1 and 2
+//                     threads, KernelChoice::fast() as the engine runs them.
 //   BM_BatchedDecode  M = 1..16 activation rows (a decode step of M requests) on one decode step's
 //                     matrices, as one call against M separate calls, fast and exact kernel
 //                     choices.
@@ -65,7 +66,7 @@ const std::vector<WeightMatrix>& weights(int shape, int spec, bool rotate) {
 void BM_EngineMatmul(benchmark::State& state) {
   const int shape = static_cast<int>(state.range(0)), spec = static_cast<int>(state.range(1));
   const int64_t M = state.range(2), K = kShapes[shape][0], N = kShapes[shape][1];
-  const KernelChoice how{static_cast<int>(state.range(3)), true, true};
+  const KernelChoice how = KernelChoice::fast(static_cast<int>(state.range(3)));
   const std::vector<WeightMatrix>& w = weights(shape, spec, M == 1);
   const Tensor x = normal_tensor(M, N, 99u);
   state.SetLabel(std::string(kSpecNames[spec]) + " " + std::to_string(K) + "x" + std::to_string(N) +
@@ -109,6 +110,7 @@ BENCHMARK(BM_EngineMatmul)
 // reading the weights from memory (copies rotated as above). Modes: 0 one product of all M rows
 // (what the engine calls), 1 the M rows as M separate M = 1 products (the baseline: M requests
 // decoded one by one); with KernelChoice::fast() (2 and 3: the same with KernelChoice::exact()).
+// bf16 weights: bf16_dot_small_matmul (fast) against bf16_small_matmul (exact).
 // GB/s: weight bytes of ONE pass per call, so mode 0 at M rows matching mode 0 at M = 1 means the M
 // rows cost no more than one. Args: shape, spec, M, threads, mode.
 constexpr int64_t kStepShapes[5][2] = {

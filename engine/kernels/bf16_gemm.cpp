@@ -16,14 +16,40 @@
 namespace tinyllm::engine {
 
 bool bf16_gemm_supported() {
+  // Asked once: the engine checks it before every product.
+  static const bool supported = [] {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 #else
-  return false;
+    return false;
 #endif
+  }();
+  return supported;
 }
+
+#if defined(__x86_64__)
+// 32 values per vcvtne2ps2bf16, the last (n % 32) through masked loads and a masked store: every
+// value rounded by the same instruction (it flushes subnormals, which f32_to_bf16 keeps).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void round_to_bf16(const float* x,
+                                                                                   int64_t n,
+                                                                                   uint16_t* out) {
+  for (int64_t j = 0; j < n; j += 32) {
+    const int64_t left = std::min<int64_t>(n - j, 32);
+    const auto lo = static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+    const auto hi = static_cast<__mmask16>(left <= 16 ? 0u : (1u << (left - 16)) - 1u);
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + j + 16),
+                                           _mm512_maskz_loadu_ps(lo, x + j));
+    const auto all = static_cast<__mmask32>(left == 32 ? 0xFFFFFFFFu : (1u << left) - 1u);
+    _mm512_mask_storeu_epi16(out + j, all, (__m512i)v);
+  }
+}
+#else
+void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = f32_to_bf16(x[j]);
+}
+#endif
 
 namespace {
 
@@ -56,18 +82,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void micro_kerne
     _mm512_mask_storeu_ps(c + i * ldc, m0, acc[i][0]);
     _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][1]);
   }
-}
-
-// Rounds n f32 values (n even) to bf16, nearest even, as f32_to_bf16 does for finite values.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void round_to_bf16(const float* x,
-                                                                                   int64_t n,
-                                                                                   uint16_t* out) {
-  int64_t j = 0;
-  for (; j + 32 <= n; j += 32) {
-    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + j + 16), _mm512_loadu_ps(x + j));
-    _mm512_storeu_si512(out + j, (__m512i)v);
-  }
-  for (; j < n; ++j) out[j] = f32_to_bf16(x[j]);
 }
 
 using MicroKernel = void (*)(const uint32_t*, int64_t, const uint16_t*, float*, int64_t, int64_t);

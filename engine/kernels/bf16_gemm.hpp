@@ -38,6 +38,11 @@ namespace tinyllm::engine {
 /// Whether this CPU runs the kernel (AVX-512 F/BW/VL and AVX512-BF16).
 bool bf16_gemm_supported();
 
+/// Rounds n f32 values to bf16, nearest even, by vcvtne2ps2bf16 (f32_to_bf16 for finite values,
+/// except that subnormals become zeros): how bf16_gemm and bf16_dot_small_matmul (bf16_dot.hpp)
+/// round their activations, any n. Requires bf16_gemm_supported().
+void round_to_bf16(const float* x, int64_t n, uint16_t* out);
+
 /// Writes rows [k0, k0 + count) of W as count x N f32 values into out.
 using WeightRows = std::function<void(int64_t k0, int64_t count, float* out)>;
 

@@ -1,20 +1,22 @@
 // The order of work shared by the engine's streaming kernels (bf16_matvec.cpp for f32/bf16/
-// dequantized weights, int8_matvec.cpp for int8 activations): y = a W^T for M activation rows
-// (M = 1 for one request's decode step, M = R for R requests decoded together), each weight read
-// from memory once per call whatever M is.
+// dequantized weights, int8_matvec.cpp for int8 activations, bf16_dot.cpp for bf16 activations):
+// y = a W^T for M activation rows (M = 1 for one request's decode step, M = R for R requests
+// decoded together), each weight read from memory once per call whatever M is.
 //
 //   Rows of W: four at a time, a quarter of the matrix apart (rows b, b + Q, b + 2Q, b + 3Q with
 //   Q = K / 4, block b), so that each of the four is one long sequential stream of weights as b
 //   advances, which the hardware prefetcher follows (four adjacent rows would be four short
 //   streams: decode ran at half the speed); OpenMP threads take contiguous ranges of blocks; the
 //   K % 4 rows left over follow one at a time.
-//   Rows of a: in tiles of at most 4 or 8 rows (M split into near-equal tiles; the kernel picks
+//   Rows of a: in tiles of at most 4, 6 or 8 rows (M split into near-equal tiles; the kernel picks
 //   the limit); a block of four weight rows is multiplied with every tile in turn (the first tile
 //   reads the four rows from memory, the others from L1/L2), all four rows at once for tiles of up
 //   to 4 rows, two and two for tiles of 5-8, so that the accumulators (at most 16) stay in
 //   registers. Tiles of 8 turn each weight into f32 (or unpack its codes) half as often as two
 //   tiles of 4, but load each activation vector for two weight rows instead of four: the better
 //   trade for the quantized kernels, whose weights cost more to unpack, and the worse for bf16.
+//   Limit 6: all four rows at once for every tile (24 accumulators), for the bf16 x bf16 kernel
+//   (bf16_dot.cpp), which holds a weight row's 32 values in one register.
 //
 // Every kernel computes one output (m, k) with the same sequence of f32 operations whatever the
 // tile, the block size, M or the thread count: row m of an M-row product is bitwise the product of
@@ -97,23 +99,24 @@ using Const = std::integral_constant<int, V>;
 
 // tile(Const<R>, Const<MT>, k0, step, m0) computes outputs (m0 .. m0 + MT - 1) x (k0, k0 + step,
 // .., k0 + (R-1) step) with R x MT accumulators in registers: R = 4 for MT <= 4, R = 2 for
-// 5 <= MT <= 8 (at most 16 accumulators), R = 1 for the rows left over.
+// 5 <= MT <= 8 (at most 16 accumulators; R = 4 for every MT with MaxTile 6: at most 24), R = 1 for
+// the rows left over.
 
-// Calls f(Const<mt>{}) for 1 <= mt <= 8.
-template <class F, int... I>
+// Calls f(Const<mt>{}) for 1 <= mt <= Max.
+template <int Max, class F, int... I>
 void with_tile(int64_t mt, const F& f, std::integer_sequence<int, I...> = {}) {
   if constexpr (sizeof...(I) == 0) {
-    with_tile(mt, f, std::make_integer_sequence<int, 8>{});
+    with_tile<Max>(mt, f, std::make_integer_sequence<int, Max>{});
   } else {
     ((mt == I + 1 ? (f(Const<I + 1>{}), true) : false) || ...);
   }
 }
 
 // Activation rows [m0, m0 + MT) against the block of four weight rows k0, k0 + step, ..: the four
-// at once for MT <= 4, two and two above.
-template <int MT, class Tile>
+// at once for MT <= 4 (and for every tile of MaxTile = 6), two and two above.
+template <int MT, int MaxTile, class Tile>
 void block_tile(const Tile& tile, int64_t k0, int64_t step, int64_t m0) {
-  if constexpr (MT <= 4) {
+  if constexpr (MT <= 4 || MaxTile == 6) {
     tile(Const<4>{}, Const<MT>{}, k0, step, m0);
   } else {
     tile(Const<2>{}, Const<MT>{}, k0, step, m0);
@@ -122,22 +125,24 @@ void block_tile(const Tile& tile, int64_t k0, int64_t step, int64_t m0) {
 }
 
 // Runs `tile` over all K rows of W (in blocks of four a quarter apart, then the rows left over) and
-// all M rows of a (in near-equal tiles of at most MaxTile = 4 or 8), with `threads` OpenMP threads
-// over the blocks.
+// all M rows of a (in near-equal tiles of at most MaxTile = 4, 6 or 8), with `threads` OpenMP
+// threads over the blocks.
 template <int MaxTile, class Tile>
 void for_row_blocks(int64_t k, int64_t m, int threads, const Tile& tile) {
-  static_assert(MaxTile == 4 || MaxTile == 8);
+  static_assert(MaxTile == 4 || MaxTile == 6 || MaxTile == 8);
   const int64_t quarter = k / kRowsPerBlock, tiles = (m + MaxTile - 1) / MaxTile;
   // f(m0, Const<mt>{}) for each tile [m0, m0 + mt) of the activation rows.
   const auto each_tile = [&](const auto& f) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t m0 = t * m / tiles;
-      with_tile((t + 1) * m / tiles - m0, [&](auto mt) { f(m0, mt); });
+      with_tile<MaxTile>((t + 1) * m / tiles - m0, [&](auto mt) { f(m0, mt); });
     }
   };
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t b = 0; b < quarter; ++b) {
-    each_tile([&](int64_t m0, auto mt) { block_tile<decltype(mt)::value>(tile, b, quarter, m0); });
+    each_tile([&](int64_t m0, auto mt) {
+      block_tile<decltype(mt)::value, MaxTile>(tile, b, quarter, m0);
+    });
   }
   for (int64_t row = quarter * kRowsPerBlock; row < k; ++row) {
     each_tile([&](int64_t m0, auto mt) { tile(Const<1>{}, mt, row, 0, m0); });

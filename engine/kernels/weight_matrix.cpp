@@ -6,6 +6,7 @@
 #include <cstring>
 #include <tinyllm/ch2_3_fast_qmatmul/fast_qmatmul.hpp>
 
+#include "engine/kernels/bf16_dot.hpp"
 #include "engine/kernels/bf16_gemm.hpp"
 #include "engine/kernels/bf16_matvec.hpp"
 #include "engine/kernels/int8_matvec.hpp"
@@ -165,7 +166,11 @@ bool small_m_matmul(const std::variant<Tensor, Bf16Weights, QuantizedWeights>& w
   } else if (const auto* b = std::get_if<Bf16Weights>(&w)) {
     if (N % 32 != 0) return false;
     out = Tensor({M, b->rows});
-    bf16_small_matmul(a.data(), M, *b, out.data(), threads);
+    if (how.bf16_dot && bf16_dot_supported()) {
+      bf16_dot_small_matmul(a.data(), M, *b, out.data(), threads);
+    } else {
+      bf16_small_matmul(a.data(), M, *b, out.data(), threads);
+    }
   } else {
     const auto& q = std::get<QuantizedWeights>(w);
     out = Tensor({M, q.rows});

@@ -205,11 +205,12 @@ std::string Qwen2Model::precision() const {
 }
 
 KernelChoice Qwen2Model::kernel_choice() const {
-  // Fast: int8 activations for every q8/q4 product of up to kSmallMMax rows, whether they are a
-  // decode step of R requests or a prefill chunk, bf16 GEMMs above. The streaming kernels give
-  // every row the same operations whatever M, so a request's tokens do not depend on what else
-  // shares its steps or how its prompt was chunked (as long as each step has <= kSmallMMax rows);
-  // llama.cpp likewise quantizes the activations of every quantized product to 8 bits.
+  // Fast: int8 activations for every q8/q4 product of up to kSmallMMax rows, bf16 activations for
+  // every bf16 one, whether they are a decode step of R requests or a prefill chunk, bf16 GEMMs
+  // above. The streaming kernels give every row the same operations whatever M, so a request's
+  // tokens do not depend on what else shares its steps or how its prompt was chunked (as long as
+  // each step has <= kSmallMMax rows); llama.cpp likewise quantizes the activations of every
+  // quantized product to 8 bits.
   return options_.kernels == Kernels::Exact ? KernelChoice::exact(options_.threads)
                                             : KernelChoice::fast(options_.threads);
 }

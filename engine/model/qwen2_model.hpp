@@ -35,8 +35,9 @@
 // averages its rounding out, and it is a quarter of a 0.5B model's weights; llama.cpp's Q4_0 keeps
 // its tied embedding in Q8_0 too. Every matrix product and the attention use `threads` OpenMP
 // threads (0: OpenMP's default). Kernels: `kernels` picks the fast ones (int8 activations for
-// q8/q4 decode, bf16 activations for prefill) or the exact ones (f32 activations; only the float
-// summation order differs from a plain product); engine/README.md has the table and the bounds.
+// q8/q4 decode, bf16 activations for bf16 decode and for prefill) or the exact ones (f32
+// activations; only the float summation order differs from a plain product); engine/README.md has
+// the table and the bounds.
 #pragma once
 
 #include <cstdint>
@@ -61,7 +62,8 @@ namespace tinyllm::engine {
 
 /// Which kernels the engine's products run (weight_matrix.hpp's KernelChoice).
 enum class Kernels {
-  Fast,   // int8 activations for q8/q4 decode (VNNI), bf16 activations for prefill (AVX512-BF16)
+  Fast,   // int8 activations for q8/q4 decode (VNNI), bf16 activations for bf16 decode and for
+          // prefill (AVX512-BF16)
   Exact,  // f32 activations everywhere: equal to a plain product up to float summation order
 };
 

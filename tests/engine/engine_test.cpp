@@ -2,9 +2,9 @@
 // (data/fixtures/ch1.5: two random checkpoints; data/fixtures/models: the trained tiny-qwen2).
 //   f32   same weights as HF, f32 math: logits within 1e-4 (chapter 1.5's tolerance).
 //   bf16  on checkpoints stored in bf16, the engine's bf16 weights are the checkpoint's own bits
-//   and
-//         its activations stay f32 (bf16_matmul widens each weight exactly), so HF's f32 logits
-//         from the same bf16 weights are matched at the f32 tolerance too.
+//         and with the exact kernels its activations stay f32 (each weight widened exactly), so
+//         HF's f32 logits from the same bf16 weights are matched at the f32 tolerance too; the
+//         fast kernels round the activations to bf16 (EngineKernels.Bf16...ActivationRounding).
 //   q8/q4 the quantized logits against HF's stay within a bound set by the quantization error, and
 //         HF's greedy chat answers of the trained model come out unchanged.
 #include <algorithm>
@@ -394,11 +394,13 @@ TEST(EngineKernels, Bf16AndF32MatvecEqualTheExactProduct) {
 }
 
 TEST(EngineKernels, Bf16PrefillWithinTheActivationRounding) {
-  // bf16 weights as stored, activations rounded to bf16 in prefills of more than kSmallMMax tokens
-  // (bf16_gemm; relative error <= 2^-8 per value, in every layer): measured max |error| against
-  // HF's f32 logits on the trained model about 0.05 (logits ~10-20); bound 0.15. These prompts are
-  // shorter: their prefill runs the exact streaming kernel, as decode does (measured 1.5e-5);
-  // bf16_gemm's own bound is KernelBounds.Bf16GemmWithinTheOperandRoundingOfTheExactProduct.
+  // bf16 weights as stored, activations rounded to bf16 (relative error <= 2^-8 per value, in
+  // every layer): in prefills of more than kSmallMMax tokens by bf16_gemm, measured max |error|
+  // against HF's f32 logits on the trained model about 0.05 (logits ~10-20); bound 0.15. These
+  // prompts are shorter: their prefill and the decode steps run bf16_dot_small_matmul, the same
+  // rounding (measured 0.068; 1.5e-5 with the exact kernels, Engine.TinyQwen2F32AndBf16MatchHf-
+  // Logits). The kernels' own bounds: KernelBounds.Bf16GemmWithinTheOperandRoundingOfTheExact-
+  // Product and KernelBounds.Bf16DotWithinTheActivationRoundingOfTheExactProduct.
   const LogitError err =
       tiny_qwen2_logit_error(load_model(tiny_qwen2(), options(WeightFormat::Bf16)));
   std::cout << "bf16 prefill: max |logit error| " << err.max_abs << ", argmax agreement "

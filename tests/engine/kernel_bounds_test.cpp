@@ -7,11 +7,13 @@
 //           activation step per value.
 //   bf16    bf16_gemm (KernelChoice::fast(), bf16/q8/q4, M > kSmallMMax; and called directly for
 //           M = 1..16) within the bound of bf16_gemm.hpp: 2^-8 per rounded operand.
+//   bf16 dot  bf16_dot_small_matmul (KernelChoice::fast(), bf16, M <= kSmallMMax; and called
+//           directly for M = 49, 64) within the bound of bf16_dot.hpp: 2^-8 per rounded activation.
 // Each bound is computed from the actual inputs, and each test also checks that the bound says
 // something: the fast kernels do differ from the exact one, and the bound stays a small fraction
 // of sum_j |a_j w_j|.
 // Then the batching property of the streaming kernels: row m of an M-row product is bitwise the
-// product of row m alone, for any thread count.
+// product of row m alone, for any thread count (bf16_dot_small_matmul: for every M up to 64).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -23,6 +25,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/kernels/bf16_dot.hpp"
 #include "engine/kernels/bf16_gemm.hpp"
 #include "engine/kernels/bf16_matvec.hpp"
 #include "engine/kernels/int8_matvec.hpp"
@@ -157,6 +160,11 @@ TEST(KernelChoice, ExactAndFastNameTheTwoPolicies) {
   EXPECT_TRUE(KernelChoice{}.is_exact());  // the default is exact
   EXPECT_TRUE(fast.int8_batch);
   EXPECT_FALSE(exact.int8_batch);
+  EXPECT_TRUE(fast.bf16_dot);
+  EXPECT_FALSE(exact.bf16_dot);
+  KernelChoice bf16_dot_only = KernelChoice::exact();
+  bf16_dot_only.bf16_dot = true;
+  EXPECT_FALSE(bf16_dot_only.is_exact());
   // Which q8/q4 products run int8 activations: M = 1 by int8_decode, 2..kSmallMMax by int8_batch.
   constexpr KernelChoice engine{2, true, true};  // the engine's prefill and decode today
   EXPECT_TRUE(engine.int8_rows(1));
@@ -344,9 +352,84 @@ TEST(KernelBounds, Bf16GemmWithinTheOperandRoundingOfTheExactProduct) {
   std::cout << "bf16_gemm: max |fast - exact| / bound = " << worst_ratio << std::endl;
 }
 
+TEST(KernelBounds, Bf16DotWithinTheActivationRoundingOfTheExactProduct) {
+  // bf16_dot.hpp's bound, from the inputs: per output, with S = sum_j |a_j w_j|,
+  //   2^-8 S + 2.01 gamma_{N/16 + 5} S + 2^-124 (N + 8 + sum_j |w_j|)
+  // against the exact streaming kernel (bf16_small_matmul, called directly so that M = 49 and 64
+  // compare with it too). The fast kernel through WeightMatrix::matmul with KernelChoice::fast()
+  // for M <= kSmallMMax (and bitwise the kernel called directly), the kernel itself for M = 49, 64;
+  // K = 39 (blocks of four and three rows left over), N = 96, 896 and 4864 (Qwen2-0.5B's E and I).
+  // Sharper, the derivation itself: the result is the double product of the bf16-rounded
+  // activations and the weights up to the f32 term alone.
+  ASSERT_TRUE(bf16_dot_supported()) << "the machine of this course has AVX512-BF16";
+  uint32_t seed = 700;
+  double worst_ratio = 0.0;
+  for (const int64_t n : {96, 896, 4864}) {
+    const Case c{{WeightFormat::Bf16, 0}, 39, n};
+    const WeightMatrix w(random_matrix(c.k, n, ++seed, false), c.spec);
+    const Bf16Weights& b = std::get<Bf16Weights>(w.storage());
+    const ExactWeights e = exact_weights(w);
+    std::vector<double> abs_w(static_cast<size_t>(c.k));  // sum_j |w_kj|
+    for (int64_t k = 0; k < c.k; ++k) {
+      for (int64_t j = 0; j < n; ++j)
+        abs_w[static_cast<size_t>(k)] += e.magnitude[static_cast<size_t>(k * n + j)];
+    }
+    for (int64_t M : {1, 2, 3, 4, 5, 8, 9, 16, 17, 33, 48, 49, 64}) {
+      const Tensor a = random_matrix(M, n, ++seed, true);
+      const Reference ref = reference(a, e);
+      std::vector<double> rounded(
+          static_cast<size_t>(M * c.k));  // the rounded activations' product
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t k = 0; k < c.k; ++k) {
+          double sum = 0.0;
+          for (int64_t j = 0; j < n; ++j) {
+            sum += static_cast<double>(bf16_to_f32(f32_to_bf16(a.data()[m * n + j]))) *
+                   e.w[static_cast<size_t>(k * n + j)];
+          }
+          rounded[static_cast<size_t>(m * c.k + k)] = sum;
+        }
+      }
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(name(c, M, threads));
+        Tensor fast({M, c.k}), exact({M, c.k});
+        bf16_dot_small_matmul(a.data(), M, b, fast.data(), threads);
+        bf16_small_matmul(a.data(), M, b, exact.data(), threads);
+        if (M <= kSmallMMax) {
+          const Tensor via_matrix = w.matmul(a, KernelChoice::fast(threads));
+          ASSERT_EQ(std::memcmp(via_matrix.data(), fast.data(), sizeof(float) * M * c.k), 0);
+        }
+        double max_error = 0.0;
+        std::vector<double> relative_bounds;
+        for (int64_t o = 0; o < M * c.k; ++o) {
+          const auto i = static_cast<size_t>(o);
+          const double s = ref.abs_sum[i];
+          const double subnormals =
+              std::ldexp(static_cast<double>(n) + 8 + abs_w[static_cast<size_t>(o % c.k)], -124);
+          const double f32_part = 2.01 * gamma(n / 16.0 + 5) * s + subnormals;
+          const double bound = kBf16 * s + f32_part;
+          const double error = std::fabs(fast.data()[o] - exact.data()[o]);
+          ASSERT_LE(error, bound) << "output " << o;
+          ASSERT_NEAR(fast.data()[o], rounded[i], f32_part) << "output " << o;
+          max_error = std::max(max_error, error);
+          worst_ratio = std::max(worst_ratio, error / bound);
+          relative_bounds.push_back(bound / s);
+        }
+        EXPECT_GT(max_error, 0.0);  // the activations' rounding shows
+        std::sort(relative_bounds.begin(), relative_bounds.end());
+        EXPECT_LT(relative_bounds[relative_bounds.size() / 2], 0.005);
+      }
+    }
+  }
+  // Not vacuous: the bound is 2^-8 = 0.39% of sum_j |a_j w_j| plus little (checked above), and the
+  // errors that occur reach a part of it (random roundings of N terms: about 1/sqrt(N) of it).
+  EXPECT_GT(worst_ratio, 0.01);
+  std::cout << "bf16_dot: max |fast - exact| / bound = " << worst_ratio << std::endl;
+}
+
 TEST(KernelBounds, FastChoiceIsExactForDenseWeightsAndQuantizedPrefillsUpToKSmallMMax) {
-  // bf16 and f32 weights have no fast small-M kernel: both choices run the same exact one. Nor do
-  // q8/q4 products of 2..kSmallMMax rows without int8_batch (a prefill).
+  // f32 weights have no fast small-M kernel: both choices run the same exact one. Nor do bf16
+  // products without bf16_dot, or q8/q4 products of 2..kSmallMMax rows without int8_batch (a
+  // prefill).
   for (WeightSpec spec : {WeightSpec{WeightFormat::F32, 0}, WeightSpec{WeightFormat::Bf16, 0},
                           WeightSpec{WeightFormat::Q4, 64}}) {
     const WeightMatrix w(random_matrix(21, 128, 400, false), spec);
@@ -364,7 +447,7 @@ TEST(KernelBounds, FastChoiceIsExactForDenseWeightsAndQuantizedPrefillsUpToKSmal
 TEST(SmallMKernels, EachRowOfABatchIsBitwiseItsOwnProduct) {
   // Row m of an M-row product equals the product of row m alone, bit for bit, whatever M and the
   // thread count (row_blocks.hpp: the same f32 operations per output), for every streaming kernel:
-  // f32, bf16, dequantized q8/q4 (exact) and int8 activations (fast).
+  // f32, bf16, dequantized q8/q4 (exact), int8 activations and bf16 activations (fast).
   const std::vector<Case> cases = {{{WeightFormat::F32, 0}, 43, 128},
                                    {{WeightFormat::Bf16, 0}, 43, 896},
                                    {{WeightFormat::Q8, 32}, 43, 256},
@@ -401,6 +484,41 @@ TEST(SmallMKernels, EachRowOfABatchIsBitwiseItsOwnProduct) {
   }
 }
 
+TEST(SmallMKernels, Bf16DotRowsAreBitwiseTheirOwnProductForEveryMUpTo64) {
+  // bf16_dot_small_matmul for every M = 1..64 (the engine runs it up to kSmallMMax; the kernel
+  // takes any M: tiles of 1-4 rows in every mix), 1 and 2 threads, K = 43 (rows left over after the
+  // blocks of four): row m of the M-row product is bitwise the product of row m alone, and so is
+  // WeightMatrix::matmul with KernelChoice::fast() up to kSmallMMax rows.
+  ASSERT_TRUE(bf16_dot_supported()) << "the machine of this course has AVX512-BF16";
+  constexpr int64_t kMaxRows = 64;
+  uint32_t seed = 800;
+  for (const int64_t n : {96, 896}) {
+    const int64_t k = 43;
+    const WeightMatrix w(random_matrix(k, n, ++seed, false), {WeightFormat::Bf16, 0});
+    const Bf16Weights& b = std::get<Bf16Weights>(w.storage());
+    const Tensor a = random_matrix(kMaxRows, n, ++seed, true);
+    std::vector<float> alone(static_cast<size_t>(kMaxRows * k));
+    for (int64_t m = 0; m < kMaxRows; ++m) {
+      bf16_dot_small_matmul(a.data() + m * n, 1, b, alone.data() + m * k, 1);
+    }
+    for (int64_t M = 1; M <= kMaxRows; ++M) {
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE("N " + std::to_string(n) + " M " + std::to_string(M) + " threads " +
+                     std::to_string(threads));
+        std::vector<float> y(static_cast<size_t>(M * k));
+        bf16_dot_small_matmul(a.data(), M, b, y.data(), threads);
+        ASSERT_EQ(std::memcmp(y.data(), alone.data(), sizeof(float) * y.size()), 0);
+        if (M <= kSmallMMax) {
+          Tensor rows({M, n});
+          std::copy_n(a.data(), M * n, rows.data());
+          const Tensor via_matrix = w.matmul(rows, KernelChoice::fast(threads));
+          ASSERT_EQ(std::memcmp(via_matrix.data(), alone.data(), sizeof(float) * y.size()), 0);
+        }
+      }
+    }
+  }
+}
+
 TEST(SmallMKernels, CheckTheirArguments) {
   ASSERT_TRUE(dense_matvec_supported());
   const Tensor w = random_matrix(4, 40, 600, false);
@@ -408,6 +526,7 @@ TEST(SmallMKernels, CheckTheirArguments) {
   EXPECT_THROW(f32_small_matmul(x.data(), 2, w, y.data(), 1),
                InvalidArgument);  // N = 40: 32 does not divide it
   EXPECT_THROW(bf16_small_matmul(x.data(), 2, to_bf16(w), y.data(), 1), InvalidArgument);
+  EXPECT_THROW(bf16_dot_small_matmul(x.data(), 2, to_bf16(w), y.data(), 1), InvalidArgument);
   EXPECT_THROW(f32_small_matmul(x.data(), 2, Tensor({4, 32, 1}), y.data(), 1), ShapeError);
   const QuantizedWeights q = quantize(random_matrix(4, 96, 601, false), 32, 8);
   std::vector<float> x96(192);

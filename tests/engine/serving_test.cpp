@@ -114,18 +114,26 @@ TEST(EngineModel, ATokensLogitsDoNotDependOnChunksOrNeighbours) {
   // (tests/engine/kernel_bounds_test.cpp) and the attention of each query row runs the same
   // operations whatever the step around it (engine/model/attention.cpp), so a request's logits are
   // bitwise the same however its prompt is chunked and whatever shares its steps, with the exact
-  // kernels and with the fast ones (int8 activations, where a last-bit difference would otherwise
-  // grow into a different rounding step).
+  // kernels and with the fast ones (int8 activations for q4 weights, where a last-bit difference
+  // would otherwise grow into a different rounding step; bf16 activations for bf16 weights).
   const TokenIds prompt = testing::random_prompts(1, 200, 56, 56, 11)[0];
   const std::vector<std::vector<int64_t>> splits = {
       {16, 16, 16, 8}, {13, 16, 16, 11}, {16, 16, 16, 7, 1}, {1, 15, 16, 16, 8}, {8, 8, 8, 8, 24}};
   const fs::path mlx = testing::data_dir() / "fixtures" / "mlx" / "qwen2-mlx-q4-tied";
+  // The MLX checkpoint with its own weights; the trained model as q4 and as bf16.
+  struct Model {
+    fs::path dir;
+    WeightSpec weights;
+    const char* name;
+  };
   for (const Kernels kernels : {Kernels::Exact, Kernels::Fast}) {
-    for (const fs::path& dir : {mlx, tiny_qwen2()}) {
-      EngineOptions options{.weights = {}, .head_format = {}, .threads = 2, .kernels = kernels};
-      if (dir != mlx) options.weights = {WeightFormat::Q4, 0};  // an MLX file brings its own
-      const Qwen2Model model = load_model(dir, options);
-      SCOPED_TRACE(dir.filename().string() + (kernels == Kernels::Fast ? " fast" : " exact"));
+    for (const Model& m :
+         {Model{mlx, {}, "mlx q4"}, Model{tiny_qwen2(), {WeightFormat::Q4, 0}, "q4"},
+          Model{tiny_qwen2(), {WeightFormat::Bf16, 0}, "bf16"}}) {
+      const Qwen2Model model = load_model(
+          m.dir,
+          EngineOptions{.weights = m.weights, .head_format = {}, .threads = 2, .kernels = kernels});
+      SCOPED_TRACE(std::string(m.name) + (kernels == Kernels::Fast ? " fast" : " exact"));
       const Tensor reference = chunked_logits(model, prompt, splits[0], false);
       for (const auto& split : splits) {
         for (const bool with_neighbour : {false, true}) {
