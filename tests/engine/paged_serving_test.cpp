@@ -292,6 +292,9 @@ TEST(PagedServing, ATooSmallPoolPreemptsAndStillGivesSingleRunIds) {
   // Room for the longest request and a bit: four slots cannot all grow at once.
   const int64_t blocks = (longest + max_tokens + page_size - 1) / page_size + 2;
   const std::vector<SamplingParams> params = mixed_params(prompts.size(), max_tokens, {});
+  std::vector<Generation> expected;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    expected.push_back(alone(model, prompts[i], params[i]));
   for (const bool prefix_cache : {false, true}) {
     SCOPED_TRACE(prefix_cache ? "prefix cache" : "no prefix cache");
     LLMEngine engine(model, {.batch_size = 4,
@@ -309,9 +312,8 @@ TEST(PagedServing, ATooSmallPoolPreemptsAndStillGivesSingleRunIds) {
     EXPECT_GT(engine.paging()->preemptions, 0);
     for (size_t i = 0; i < prompts.size(); ++i) {
       const auto id = static_cast<int64_t>(i);
-      const Generation expected = alone(model, prompts[i], params[i]);
-      EXPECT_EQ(engine.tokens(id), expected.tokens) << "request " << i;
-      EXPECT_EQ(engine.metrics(id).output_tokens, static_cast<int64_t>(expected.tokens.size()));
+      EXPECT_EQ(engine.tokens(id), expected[i].tokens) << "request " << i;
+      EXPECT_EQ(engine.metrics(id).output_tokens, static_cast<int64_t>(expected[i].tokens.size()));
     }
     EXPECT_EQ(engine.stats().finished, static_cast<int64_t>(prompts.size()));
     expect_no_page_leak(engine);
