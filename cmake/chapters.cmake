@@ -17,3 +17,4 @@ tinyllm_chapter(ch2.5 WEEK week2 DIR ch2_5_parallel_flash_attention TITLE "Flash
 tinyllm_chapter(ch2.6 WEEK week2 DIR ch2_6_continuous_batching TITLE "Continuous batching" DEPENDS ch1.1 ch1.3 ch1.4 ch1.6 ch2.1)
 tinyllm_chapter(ch2.7 WEEK week2 DIR ch2_7_chunked_prefill TITLE "Chunked prefill" DEPENDS ch2.1 ch2.6)
 tinyllm_chapter(ch3.1 WEEK week3 DIR ch3_1_paged_kv_cache TITLE "Paged KV cache" DEPENDS ch1.3 ch2.1 ch2.6)
+tinyllm_chapter(ch3.2 WEEK week3 DIR ch3_2_paged_attention TITLE "Paged attention" DEPENDS ch2.4 ch2.5 ch2.6 ch3.1)

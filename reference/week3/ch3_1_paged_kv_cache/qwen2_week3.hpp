@@ -40,8 +40,10 @@ class Qwen2ModelWeek3 : public PagedLanguageModel {
  public:
   /// Provided. `model` (which must outlive this object) on paged caches of page_size positions
   /// drawn from one pool of at most max_pages pages (0: unbounded). InvalidArgument for a
-  /// page_size < 1 or max_pages < 0 (PagePool's checks).
-  Qwen2ModelWeek3(const Qwen2ModelWeek2& model, int64_t page_size = 16, int64_t max_pages = 0)
+  /// page_size < 1 or max_pages < 0 (PagePool's checks). The default, 32 positions, is one
+  /// 32-key tile of chapter 2.5's kernel per page: on a CPU, pages of 16 cost a decode step about
+  /// a quarter more (bench/paged_attention_bench.cpp, book/week3/ch3_2_paged_attention.md).
+  Qwen2ModelWeek3(const Qwen2ModelWeek2& model, int64_t page_size = 32, int64_t max_pages = 0)
       : model_(model),
         pool_(model.config().num_key_value_heads, model.config().head_dim, page_size, max_pages) {}
   ~Qwen2ModelWeek3() override = default;
