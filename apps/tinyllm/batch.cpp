@@ -289,13 +289,13 @@ void print_summary(const engine::LLMEngine& engine, const Qwen2Config& config, i
         2.0 * static_cast<double>(c.num_key_value_heads * p->page_size * c.head_dim * 4) /
         (1 << 20);
     std::printf(
-        "  paged KV cache    %lld pages of %lld positions, peak %lld in use (%.1f MiB); "
-        "dense per-slot preallocation %lld pages (%.1f MiB), ratio %.3f\n",
+        "  paged KV cache    %lld pages of %lld positions, peak %lld in use, %lld held by "
+        "requests (%.1f MiB); dense per-slot preallocation %lld pages (%.1f MiB), ratio %.3f\n",
         static_cast<long long>(p->pool_pages), static_cast<long long>(p->page_size),
-        static_cast<long long>(p->peak_pages_in_use),
-        page_mib * static_cast<double>(p->peak_pages_in_use), static_cast<long long>(dense),
+        static_cast<long long>(p->peak_pages_in_use), static_cast<long long>(p->peak_pages_held),
+        page_mib * static_cast<double>(p->peak_pages_held), static_cast<long long>(dense),
         page_mib * static_cast<double>(dense),
-        static_cast<double>(p->peak_pages_in_use) / static_cast<double>(dense));
+        static_cast<double>(p->peak_pages_held) / static_cast<double>(dense));
     std::printf(
         "  prefix cache      hit rate %.1f%% (%lld of %lld prompt tokens), %lld evictions, "
         "%lld preemptions; %lld pages in use at the end (%lld cached)\n",

@@ -73,7 +73,13 @@ int64_t BlockManager::match_prefix(BlockTable& table, const TokenIds& tokens, in
   }
   table.hashed = static_cast<int64_t>(table.blocks.size());
   table.positions = table.hashed * size;
+  note_peak();
   return table.positions;
+}
+
+void BlockManager::note_peak() {
+  stats_.peak_pages_in_use = std::max(stats_.peak_pages_in_use, pool_.pages_in_use());
+  stats_.peak_pages_held = std::max(stats_.peak_pages_held, pool_.pages_in_use() - cached_pages());
 }
 
 void BlockManager::count_lookup(int64_t query_tokens, int64_t hit_tokens) {
@@ -92,7 +98,7 @@ bool BlockManager::grow(BlockTable& table, int64_t positions, int64_t keep) {
   if (needed <= 0) return true;
   if (available_blocks() - keep < needed) return false;
   for (int64_t i = 0; i < needed; ++i) table.blocks.push_back(take_block());
-  stats_.peak_pages_in_use = std::max(stats_.peak_pages_in_use, pool_.pages_in_use());
+  note_peak();
   return true;
 }
 

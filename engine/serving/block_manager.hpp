@@ -43,10 +43,11 @@ struct BlockTable {
 
 /// Totals of the prefix cache and the pool, for metrics.
 struct BlockStats {
-  int64_t hit_tokens = 0;    // prompt positions found in the cache, over every admission
-  int64_t query_tokens = 0;  // prompt positions of every admission (looked up or not)
-  int64_t evictions = 0;     // cached blocks taken back for new pages
-  int64_t peak_pages_in_use = 0;
+  int64_t hit_tokens = 0;         // prompt positions found in the cache, over every admission
+  int64_t query_tokens = 0;       // prompt positions of every admission (looked up or not)
+  int64_t evictions = 0;          // cached blocks taken back for new pages
+  int64_t peak_pages_in_use = 0;  // held by sequences or cached
+  int64_t peak_pages_held = 0;    // held by sequences
 };
 
 class BlockManager {
@@ -115,6 +116,8 @@ class BlockManager {
   void forget(int32_t id);
   uint64_t hash_block(uint64_t parent, const TokenIds& tokens, int64_t block) const;
   int64_t unused_pool_blocks() const;
+  /// Updates the peaks of stats() after blocks were taken.
+  void note_peak();
 
   PagePool& pool_;
   int64_t layers_;

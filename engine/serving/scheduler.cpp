@@ -336,6 +336,7 @@ std::optional<PagingStats> Scheduler::paging_stats() const {
   s.pages_in_use = blocks.pages_in_use();
   s.cached_pages = blocks.cached_pages();
   s.peak_pages_in_use = blocks.stats().peak_pages_in_use;
+  s.peak_pages_held = blocks.stats().peak_pages_held;
   s.prefix_hit_tokens = blocks.stats().hit_tokens;
   s.prefix_query_tokens = blocks.stats().query_tokens;
   s.preemptions = paging_->preemptions;

@@ -58,6 +58,7 @@ struct PagingStats {
   int64_t pages_in_use = 0;       // held by requests or cached
   int64_t cached_pages = 0;       // of those: cached free blocks (evictable)
   int64_t peak_pages_in_use = 0;  // the most pages in use at once
+  int64_t peak_pages_held = 0;    // the most pages held by requests at once (cached ones not)
   int64_t prefix_hit_tokens = 0, prefix_query_tokens = 0;
   int64_t preemptions = 0, evictions = 0;
   /// prefix_hit_tokens / prefix_query_tokens (0 before any admission).

@@ -225,6 +225,7 @@ TEST(PagedServing, RequestsEqualTheirSingleRuns) {
     EXPECT_EQ(engine.paging()->prefix_hit_tokens, 0);
     EXPECT_EQ(engine.paging()->preemptions, 0);
     EXPECT_GT(engine.paging()->peak_pages_in_use, 0);
+    EXPECT_EQ(engine.paging()->peak_pages_held, engine.paging()->peak_pages_in_use);
   }
 }
 
