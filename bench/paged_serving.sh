@@ -8,12 +8,13 @@
 #      prompt (paged_serving_system.txt), batch size 4 and 1;
 #   3. batch throughput on paged caches against dense ones (the same engine, f32 weights).
 set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread unless told: stable numbers on a shared machine
 EXE=${EXE:-build/release/apps/tinyllm-ref}
 MODEL=${MODEL:-data/models/tiny-qwen2}
 DIR=$(cd "$(dirname "$0")" && pwd)
 PROMPTS="$DIR/paged_serving_prompts.txt"
 SYSTEM=$(cat "$DIR/paged_serving_system.txt")
-run() { echo "== batch $*"; "$EXE" batch --model "$MODEL" --prefill-chunk 32 "$@" | sed -n '/^summary/,$p'; }
+run() { local args="$*"; echo "== batch ${args:0:160}"; "$EXE" batch --model "$MODEL" --prefill-chunk 32 "$@" | sed -n '/^summary/,$p'; }
 
 for b in 4 16; do run --prompts-file "$PROMPTS" --batch-size "$b" --max-tokens 64 --paged; done
 for b in 4 1; do

@@ -287,7 +287,7 @@ TEST(PagedServing, ATooSmallPoolPreemptsAndStillGivesSingleRunIds) {
   const Qwen2Model& model = exact_bf16();
   const Tokenizer tokenizer = Tokenizer::from_model_dir(tiny_qwen2());
   const std::vector<TokenIds> prompts = chat_prompts(tokenizer);
-  const int64_t layers = model.config().num_hidden_layers, page_size = 8, max_tokens = 24;
+  const int64_t layers = model.config().num_hidden_layers, page_size = 8, max_tokens = 16;
   int64_t longest = 0;
   for (const TokenIds& p : prompts) longest = std::max<int64_t>(longest, p.size());
   // Room for the longest request and a bit: four slots cannot all grow at once.
