@@ -6,8 +6,10 @@
 // prefill chunk, on the same model) and fails if any output differs: batching must not change a
 // token. (The same chunk, because the engine's fast kernels round a step of more than 48 rows, a
 // long prompt's one-shot prefill, differently from the chunks of it; the tests compare chapter
-// 2.1's unchunked generation too, on prompts shorter than that.) The server is the other front-end
-// over the same LLMEngine.
+// 2.1's unchunked generation too, on prompts shorter than that.) --paged runs the serving core's
+// paged mode (engine/serving/scheduler.hpp: a page pool, preemption, --prefix-cache) on the engine
+// and shows the pages in use and the prefix cache's hit rate; --check then re-runs each request
+// alone on dense caches. The server is the other front-end over the same LLMEngine.
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -110,6 +113,21 @@ std::string reason_name(const engine::LLMEngine& engine, int64_t request) {
   return f ? engine::finish_name(*f) : "running";
 }
 
+// "pages 96/1024 in use (24 cached), prefix cache 75% of 480 prompt tokens, 0 preemptions".
+std::string paging_line(const engine::LLMEngine& engine) {
+  const std::optional<engine::PagingStats> p = engine.paging();
+  if (!p) return "";
+  char text[160];
+  std::snprintf(text, sizeof text,
+                "pages %lld/%lld in use (%lld cached), prefix cache %.0f%% of %lld prompt tokens, "
+                "%lld preemptions",
+                static_cast<long long>(p->pages_in_use), static_cast<long long>(p->pool_pages),
+                static_cast<long long>(p->cached_pages), 100.0 * p->hit_rate(),
+                static_cast<long long>(p->prefix_query_tokens),
+                static_cast<long long>(p->preemptions));
+  return text;
+}
+
 // The progress view: one line per slot plus one for the prefill, redrawn in place on a terminal;
 // elsewhere one plain line per event (a request joins a slot or finishes).
 class ProgressView {
@@ -144,6 +162,7 @@ class ProgressView {
                   static_cast<long long>(p.step), p.elapsed_s, static_cast<long long>(p.waiting),
                   static_cast<long long>(p.finished));
     line(head);
+    if (engine_.paging()) line(paging_line(engine_));
     for (size_t b = 0; b < p.slots.size(); ++b) {
       const BatchProgress::Slot& s = p.slots[b];
       char text[96];
@@ -189,9 +208,10 @@ class ProgressView {
     for (int64_t i = 0; i < n; ++i) {
       if (!engine_.finish(i) || reported_[static_cast<size_t>(i)]) continue;
       reported_[static_cast<size_t>(i)] = true;
-      std::printf("[step %lld, %.2f s] request %lld finished: %zu tokens, %s\n",
+      const std::string pages = engine_.paging() ? " (" + paging_line(engine_) + ")" : "";
+      std::printf("[step %lld, %.2f s] request %lld finished: %zu tokens, %s%s\n",
                   static_cast<long long>(p.step), p.elapsed_s, static_cast<long long>(i),
-                  engine_.tokens(i).size(), reason_name(engine_, i).c_str());
+                  engine_.tokens(i).size(), reason_name(engine_, i).c_str(), pages.c_str());
     }
     std::fflush(stdout);
   }
@@ -225,8 +245,8 @@ class ProgressView {
 };
 
 // The summary: counts, speeds and latencies of the run.
-void print_summary(const engine::LLMEngine& engine, int64_t batch_size, double wall_s,
-                   double max_gap_s) {
+void print_summary(const engine::LLMEngine& engine, const Qwen2Config& config, int64_t batch_size,
+                   double wall_s, double max_gap_s) {
   const engine::ServingStats& s = engine.stats();
   const auto requests = static_cast<int64_t>(engine.scheduler().outputs().size());
   int64_t decode_picks = 0, timed = 0;
@@ -260,6 +280,30 @@ void print_summary(const engine::LLMEngine& engine, int64_t batch_size, double w
   std::printf("  time per output token mean %.1f ms, longest gap between two tokens %.1f ms\n",
               timed > 0 ? 1e3 * tpot_sum / static_cast<double>(timed) : 0.0, 1e3 * max_gap_s);
   std::printf("  wall time %.2f s\n", wall_s);
+  if (const std::optional<engine::PagingStats> p = engine.paging()) {
+    // Dense per-slot preallocation: every slot holds the whole context on every layer.
+    const Qwen2Config& c = config;
+    const int64_t dense = c.num_hidden_layers * batch_size *
+                          ((c.max_position_embeddings + p->page_size - 1) / p->page_size);
+    const double page_mib =
+        2.0 * static_cast<double>(c.num_key_value_heads * p->page_size * c.head_dim * 4) /
+        (1 << 20);
+    std::printf(
+        "  paged KV cache    %lld pages of %lld positions, peak %lld in use, %lld held by "
+        "requests (%.1f MiB); dense per-slot preallocation %lld pages (%.1f MiB), ratio %.3f\n",
+        static_cast<long long>(p->pool_pages), static_cast<long long>(p->page_size),
+        static_cast<long long>(p->peak_pages_in_use), static_cast<long long>(p->peak_pages_held),
+        page_mib * static_cast<double>(p->peak_pages_held), static_cast<long long>(dense),
+        page_mib * static_cast<double>(dense),
+        static_cast<double>(p->peak_pages_held) / static_cast<double>(dense));
+    std::printf(
+        "  prefix cache      hit rate %.1f%% (%lld of %lld prompt tokens), %lld evictions, "
+        "%lld preemptions; %lld pages in use at the end (%lld cached)\n",
+        100.0 * p->hit_rate(), static_cast<long long>(p->prefix_hit_tokens),
+        static_cast<long long>(p->prefix_query_tokens), static_cast<long long>(p->evictions),
+        static_cast<long long>(p->preemptions), static_cast<long long>(p->pages_in_use),
+        static_cast<long long>(p->cached_pages));
+  }
 }
 
 // --check: every request alone (one slot, the same prefill chunk) on the same model.
@@ -291,6 +335,19 @@ int check_outputs(const LanguageModel& model, const engine::LLMEngine& engine,
   return 0;
 }
 
+// --paged, --page-size, --kv-pages, --prefix-cache (UsageError: the last three need --paged).
+engine::ServingOptions serving_options(const CommandLine& cl, int64_t batch_size, int64_t chunk) {
+  engine::ServingOptions o{.batch_size = batch_size, .prefill_chunk = chunk, .kv_budget = 0};
+  o.paged = cl.has("paged");
+  for (const char* flag : {"page-size", "kv-pages", "prefix-cache"}) {
+    if (cl.has(flag) && !o.paged) throw UsageError(std::string("--") + flag + " needs --paged");
+  }
+  o.page_size = positive_flag(cl, "page-size", o.page_size);
+  o.kv_pages = positive_flag(cl, "kv-pages", 0);
+  o.prefix_cache = cl.has("prefix-cache");
+  return o;
+}
+
 }  // namespace
 
 int run_batch(const CommandLine& cl) {
@@ -305,15 +362,20 @@ int run_batch(const CommandLine& cl) {
   }
   const Tokenizer tokenizer = Tokenizer::from_file(dir / "tokenizer.json");
   const Qwen2Config config = engine::load_model_config(dir);
-  const LoadedModel loaded =
-      load_chosen_model(dir, config, engine_choice(cl, dir, config), check_tensors_flag(cl));
+  const engine::ServingOptions serving = serving_options(cl, batch_size, chunk);
+  std::optional<engine::EngineOptions> choice = engine_choice(cl, dir, config);
+  if (serving.paged && !choice) choice = engine::EngineOptions{};  // paged caches: the engine
+  const LoadedModel loaded = load_chosen_model(dir, config, choice, check_tensors_flag(cl));
   const TokenIds stop_ids = default_stop_ids(config, &tokenizer);
 
-  engine::LLMEngine engine(*loaded.model, {batch_size, chunk, 0});
+  engine::LLMEngine engine(*loaded.model, serving);
   const engine::SamplingParams params{{}, max_tokens, stop_ids};  // greedy
   std::vector<TokenIds> prompts;
   for (const std::string& q : questions) {
-    prompts.push_back(tokenizer.encode(apply_chat_template({{"user", q}}, true)));
+    std::vector<ChatMessage> messages;
+    if (cl.has("system")) messages.push_back({"system", cl.flags.at("system")});
+    messages.push_back({"user", q});
+    prompts.push_back(tokenizer.encode(apply_chat_template(messages, true)));
     engine.submit(prompts.back(), params);
   }
   std::printf(
@@ -321,6 +383,12 @@ int run_batch(const CommandLine& cl) {
       "weights %s\n",
       questions.size(), static_cast<long long>(batch_size), static_cast<long long>(chunk),
       static_cast<long long>(max_tokens), loaded.weights.c_str());
+  if (serving.paged) {
+    std::printf("paged KV cache: pages of %lld positions, a pool of %lld pages, prefix cache %s\n",
+                static_cast<long long>(serving.page_size),
+                static_cast<long long>(engine.paging()->pool_pages),
+                serving.prefix_cache ? "on" : "off");
+  }
   ProgressView view(engine, tokenizer);
   const auto start = Clock::now();
   while (engine.has_work()) {
@@ -337,7 +405,7 @@ int run_batch(const CommandLine& cl) {
                 tail(tokenizer.decode(engine.tokens(id)), 200).c_str(), engine.tokens(id).size(),
                 reason_name(engine, id).c_str());
   }
-  print_summary(engine, batch_size, wall_s, view.max_gap_s());
+  print_summary(engine, config, batch_size, wall_s, view.max_gap_s());
   return cl.has("check") ? check_outputs(*loaded.model, engine, prompts, chunk, params) : 0;
 }
 

@@ -163,8 +163,9 @@ const std::vector<CommandSpec>& command_specs() {
            "  --prompts-file FILE the prompts (required in this mode)\n") +
            kModelHelp},
       {"batch",
-       {"model", "check-tensors", "prompt", "prompts-file", "batch-size", "prefill-chunk",
-        "max-tokens", "check", "dtype", "quantize", "group-size"},
+       {"model", "check-tensors", "prompt", "prompts-file", "system", "batch-size", "prefill-chunk",
+        "max-tokens", "check", "dtype", "quantize", "group-size", "paged", "page-size", "kv-pages",
+        "prefix-cache"},
        std::string(
            "usage: tinyllm batch [--prompts-file FILE | --prompt TEXT ...] [options]\n\n"
            "Answers N chat prompts together: continuous batching (chapter 2.6) with chunked "
@@ -180,8 +181,20 @@ const std::vector<CommandSpec>& command_specs() {
            "  --batch-size N      request slots decoding together (default 4)\n"
            "  --prefill-chunk N   prompt tokens prefilled per iteration (default 32)\n"
            "  --max-tokens N      new tokens per request at most (default 64)\n"
+           "  --system TEXT       a system message before every prompt (default: the chat "
+           "template's)\n"
            "  --check             re-run every request alone (chapter 2.1) and exit 1 if any "
-           "differs\n") +
+           "differs\n"
+           "  --paged             paged KV caches (chapter 3.1) on the engine (f32 unless "
+           "--dtype/--quantize),\n"
+           "                      pages allocated as sequences grow, preemption when the pool "
+           "runs out\n"
+           "  --page-size N       positions per page (default 16)\n"
+           "  --kv-pages N        pool size in pages, one page per layer per block (default: "
+           "batch size x\n"
+           "                      context positions' worth)\n"
+           "  --prefix-cache      share the pages of equal prompt prefixes between requests "
+           "(needs --paged)\n") +
            kEngineHelp + kModelHelp},
   };
   return specs;
@@ -191,7 +204,8 @@ namespace {
 
 // Flags that take no value: the switches.
 bool is_switch(const std::string& name) {
-  return name == "kv-cache" || name == "no-kv-cache" || name == "check" || name == "fast";
+  return name == "kv-cache" || name == "no-kv-cache" || name == "check" || name == "fast" ||
+         name == "paged" || name == "prefix-cache";
 }
 
 // llama-bench's short flags of `bench`: -p, -n, -t, -r.

@@ -71,24 +71,45 @@ template <bool kBy16>
   }
 }
 
-// One query row against keys and values [0, visible) (S x D, row stride D), written to out (D):
-// online softmax over key tiles [0, 32), [32, 64), ... The operations, and their order, depend
-// only on the row's own query, the cached keys and values and `visible` (its position + 1), never
-// on the rest of the step: a token's attention is bitwise the same whether it was decoded alone or
-// in a batch, and whatever chunks its prompt was prefilled in (chapter 2.5's kernel, tiles of
-// queries through Eigen's GEMM, rounds differently with the tile's shape).
+// Where a row's cached keys (or values) lie: pages of page_size positions, S x D rows each, in
+// logical order (position p at pages[p / page_size] + (p % page_size) * D). A dense cache is one
+// page as long as the context.
+struct RowSource {
+  const float* const* key_pages;
+  const float* const* value_pages;
+  int64_t page_size;
+};
+
+// One query row against keys and values [0, visible), written to out (D): online softmax over key
+// tiles [0, 32), [32, 64), ... The operations, and their order, depend only on the row's own query,
+// the cached keys and values and `visible` (its position + 1), never on the rest of the step nor on
+// where the keys lie (one dense buffer or pages of any size): a token's attention is bitwise the
+// same whether it was decoded alone or in a batch, whatever chunks its prompt was prefilled in, and
+// on dense or paged caches (chapter 2.5's kernel, tiles of queries through Eigen's GEMM, rounds
+// differently with the tile's shape).
 template <bool kBy16>
-[[gnu::always_inline]] inline void attend_row_body(const float* q, const float* k, const float* v,
+[[gnu::always_inline]] inline void attend_row_body(const float* q, const RowSource& src,
                                                    int64_t dim, int64_t visible, float scale,
                                                    float* out) {
   float acc[kMaxHeadDim] = {};
   float s[kKeyTile];
+  const float* k[kKeyTile];
+  const float* v[kKeyTile];
   float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
   for (int64_t c0 = 0; c0 < visible; c0 += kKeyTile) {
     const int64_t cols = std::min(kKeyTile, visible - c0);
+    int64_t page = c0 / src.page_size, slot = c0 % src.page_size;
+    for (int64_t c = 0; c < cols; ++c) {  // the tile's rows, walking across page ends
+      k[c] = src.key_pages[page] + slot * dim;
+      v[c] = src.value_pages[page] + slot * dim;
+      if (++slot == src.page_size) {
+        ++page;
+        slot = 0;
+      }
+    }
     float tile_max = -std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < cols; ++c) {
-      s[c] = dot<kBy16>(q, k + (c0 + c) * dim, dim) * scale;
+      s[c] = dot<kBy16>(q, k[c], dim) * scale;
       tile_max = std::max(tile_max, s[c]);
     }
     const float m_new = std::max(m, tile_max);
@@ -100,27 +121,23 @@ template <bool kBy16>
     l = correction * l + sum;
     m = m_new;
     for (int64_t j = 0; j < dim; ++j) acc[j] *= correction;
-    for (int64_t c = 0; c < cols; ++c) axpy<kBy16>(s[c], v + (c0 + c) * dim, acc, dim);
+    for (int64_t c = 0; c < cols; ++c) axpy<kBy16>(s[c], v[c], acc, dim);
   }
   const float inv = 1.0f / l;  // l >= 1: the row sees its own key, the largest term is exp(0)
   for (int64_t j = 0; j < dim; ++j) out[j] = acc[j] * inv;
 }
 
-void attend_row_portable(const float* q, const float* k, const float* v, int64_t dim,
-                         int64_t visible, float scale, float* out) {
-  attend_row_body<false>(q, k, v, dim, visible, scale, out);
+void attend_row_portable(const float* q, const RowSource& src, int64_t dim, int64_t visible,
+                         float scale, float* out) {
+  attend_row_body<false>(q, src, dim, visible, scale, out);
 }
 
-[[gnu::target("avx512f,avx512vl,avx512dq,fma")]] void attend_row_avx512(const float* q,
-                                                                        const float* k,
-                                                                        const float* v, int64_t dim,
-                                                                        int64_t visible,
-                                                                        float scale, float* out) {
-  attend_row_body<true>(q, k, v, dim, visible, scale, out);
+[[gnu::target("avx512f,avx512vl,avx512dq,fma")]] void attend_row_avx512(
+    const float* q, const RowSource& src, int64_t dim, int64_t visible, float scale, float* out) {
+  attend_row_body<true>(q, src, dim, visible, scale, out);
 }
 
-using AttendRowFn = void (*)(const float*, const float*, const float*, int64_t, int64_t, float,
-                             float*);
+using AttendRowFn = void (*)(const float*, const RowSource&, int64_t, int64_t, float, float*);
 
 // AVX-512 where the CPU has it (chapter 2.5's choice, so its ISA switch reaches this too) and D is
 // a multiple of 16.
@@ -129,16 +146,40 @@ AttendRowFn attend_row_for(int64_t dim) {
   return avx512 ? attend_row_avx512 : attend_row_portable;
 }
 
-// One unit of attention work: queries [first, first + count) of one sequence row b and one query
+// The page lists of one (sequence row, KV head): base pointers of its keys and values in every
+// page (a dense cache: one pointer each).
+struct PageList {
+  std::vector<const float*> keys, values;
+  int64_t page_size;
+};
+
+// One unit of attention work: queries [first, first + count) of one sequence row and one query
 // head, the first at cache position `position`.
 struct WorkItem {
-  const KvCache* cache;
-  int64_t b;
+  size_t list;       // the PageList of its row and KV head
   int64_t head;      // query head
   int64_t row;       // activation row of the first query
   int64_t position;  // its position in the sequence (it sees keys [0, position])
   int64_t count;
 };
+
+// Writes rows of new keys or values (L x H x D, rotated keys or values of one paged sequence) into
+// its pages at positions offset .. offset + L - 1 of layer `layer`.
+void write_pages(PagePool& pool, const PagedSequence& seq, size_t layer, const Tensor& rows,
+                 bool values) {
+  const int64_t length = rows.dim(0), h = rows.dim(1), d = rows.dim(2);
+  const int64_t page_size = pool.page_size();
+  const std::vector<int32_t>& pages = seq.pages[layer];
+  for (int64_t l = 0; l < length; ++l) {
+    const int64_t position = seq.offset + l;
+    const int32_t page = pages[static_cast<size_t>(position / page_size)];
+    float* base = values ? pool.values(page) : pool.keys(page);
+    for (int64_t head = 0; head < h; ++head) {
+      std::copy_n(rows.data() + (l * h + head) * d, d,
+                  base + (head * page_size + position % page_size) * d);
+    }
+  }
+}
 
 }  // namespace
 
@@ -151,6 +192,7 @@ Tensor step_attention(const Qwen2Config& config, const RoPE& rope, const Tensor&
                       ", got " + std::to_string(d));
   }
   Tensor q({step.rows, width});  // rotated queries, activation-row order
+  std::vector<PageList> lists;
   std::vector<WorkItem> items;
   for (const StepGroup& g : step.groups) {
     const int64_t rows = g.batch * g.length;
@@ -158,13 +200,36 @@ Tensor step_attention(const Qwen2Config& config, const RoPE& rope, const Tensor&
     const Tensor gk = rope.forward(block(qkv, g.first_row, width, g, d, h * d), g.offset);
     const Tensor gv = block(qkv, g.first_row, width + h * d, g, d, h * d);
     q.rows().middleRows(g.first_row, rows) = gq.reshape({rows, width}).rows();
-    KvCache& cache = (*g.caches)[layer];
-    cache.append(gk.transpose(1, 2), gv.transpose(1, 2));  // B x H x L x D each
+    const size_t first_list = lists.size();
+    if (g.paged != nullptr) {  // batch 1: its keys go into its pages, read where they lie
+      write_pages(*g.pool, *g.paged, layer, gk.reshape({g.length, h, d}), false);
+      write_pages(*g.pool, *g.paged, layer, gv.reshape({g.length, h, d}), true);
+      const int64_t page_size = g.pool->page_size();
+      for (int64_t kv = 0; kv < h; ++kv) {
+        PageList list{{}, {}, page_size};
+        for (const int32_t page : g.paged->pages[layer]) {
+          list.keys.push_back(g.pool->keys(page) + kv * page_size * d);
+          list.values.push_back(g.pool->values(page) + kv * page_size * d);
+        }
+        lists.push_back(std::move(list));
+      }
+    } else {
+      KvCache& cache = (*g.caches)[layer];
+      cache.append(gk.transpose(1, 2), gv.transpose(1, 2));        // B x H x L x D each
+      const int64_t whole = std::max<int64_t>(cache.offset(), 1);  // one page: the whole cache
+      for (int64_t b = 0; b < g.batch; ++b) {
+        for (int64_t kv = 0; kv < h; ++kv) {
+          lists.push_back(
+              PageList{{cache.keys_of(b, kv).data()}, {cache.values_of(b, kv).data()}, whole});
+        }
+      }
+    }
     for (int64_t b = 0; b < g.batch; ++b) {
       for (int64_t i = 0; i < hq; ++i) {
         for (int64_t t = 0; t < g.length; t += kQueryTile) {
           const int64_t row = g.first_row + b * g.length + t;
-          items.push_back({&cache, b, i, row, g.offset + t, std::min(kQueryTile, g.length - t)});
+          items.push_back({first_list + static_cast<size_t>(b * h + i / group), i, row,
+                           g.offset + t, std::min(kQueryTile, g.length - t)});
         }
       }
     }
@@ -177,11 +242,11 @@ Tensor step_attention(const Qwen2Config& config, const RoPE& rope, const Tensor&
 #pragma omp parallel for schedule(dynamic) num_threads(resolve_threads(threads))
   for (int64_t n = 0; n < count; ++n) {
     const WorkItem& w = items[static_cast<size_t>(n)];
-    const float* keys = w.cache->keys_of(w.b, w.head / group).data();
-    const float* values = w.cache->values_of(w.b, w.head / group).data();
+    const PageList& list = lists[w.list];
+    const RowSource src{list.keys.data(), list.values.data(), list.page_size};
     for (int64_t t = 0; t < w.count; ++t) {
       const int64_t at = (w.row + t) * width + w.head * d;
-      attend_row(q.data() + at, keys, values, d, w.position + t + 1, scale, out.data() + at);
+      attend_row(q.data() + at, src, d, w.position + t + 1, scale, out.data() + at);
     }
   }
   return out;

@@ -1,7 +1,9 @@
 // The engine's attention for one layer of one step (step.hpp): RoPE on q and k, the new keys and
-// values appended to each group's cache, then chapter 2.4's online softmax for each query row
-// straight on the cache's own buffers (keys_of / values_of views: the S cached positions are never
-// copied), in the same operations whatever the step around the row (batch invariance).
+// values appended to each group's cache (dense) or written into its pages (paged), then chapter
+// 2.4's online softmax for each query row straight on the cache's own buffers (keys_of / values_of
+// views, or the pages where they lie in the pool, walked through the sequence's page list: the S
+// cached positions are never copied), in the same operations whatever the step around the row
+// (batch invariance) and wherever the keys lie (a paged step gives bitwise a dense step's output).
 //
 //   qkv: M x (H_q + 2 H) D  ->  o: M x H_q D
 //

@@ -64,7 +64,9 @@ Qwen2Model::Qwen2Model(const Qwen2Config& config, const Checkpoint& checkpoint,
     : config_(config),
       options_(options),
       rope_(config.head_dim, config.max_position_embeddings, config.rope_theta,
-            /*traditional=*/false) {
+            /*traditional=*/false),
+      pool_(std::make_unique<PagePool>(config.num_key_value_heads, config.head_dim,
+                                       options.page_size, options.max_pages)) {
   check_supported_config(config_, "Qwen2Model", /*experts_supported=*/true);
   if (config_.quantization) {
     load_mlx(checkpoint);
@@ -280,6 +282,91 @@ Tensor Qwen2Model::forward_sequences(const std::vector<TokenIds>& tokens,
     add_group(step, {tokens[r]}, *caches[r], "Qwen2Model::forward_sequences");
   }
   return run(step, /*last_only=*/true);
+}
+
+void Qwen2Model::add_paged_group(Step& step, const TokenIds& tokens, PagePool& pool,
+                                 const PagedSequence& sequence, const char* who) const {
+  check_token_batch({tokens}, config_.vocab_size, who);
+  const auto length = static_cast<int64_t>(tokens.size());
+  const std::string what = std::string(who) + ": sequence " + std::to_string(step.groups.size());
+  if (sequence.offset < 0 || sequence.offset + length > config_.max_position_embeddings) {
+    throw ContextLengthError(what + ": " + std::to_string(sequence.offset) + " cached + " +
+                             std::to_string(length) +
+                             " new tokens do not fit into the context of " +
+                             std::to_string(config_.max_position_embeddings));
+  }
+  if (sequence.pages.size() != layers_.size()) {
+    throw InvalidArgument(what + " has page lists for " + std::to_string(sequence.pages.size()) +
+                          " layers, the model has " + std::to_string(layers_.size()));
+  }
+  const int64_t needed = (sequence.offset + length + pool.page_size() - 1) / pool.page_size();
+  for (const std::vector<int32_t>& pages : sequence.pages) {
+    if (static_cast<int64_t>(pages.size()) < needed) {
+      throw InvalidArgument(what + ": " + std::to_string(sequence.offset + length) +
+                            " positions need " + std::to_string(needed) + " pages of " +
+                            std::to_string(pool.page_size()) + ", it has " +
+                            std::to_string(pages.size()));
+    }
+    for (const int32_t page : pages) {
+      if (!pool.in_use(page)) {
+        throw InvalidArgument(what + ": page " + std::to_string(page) +
+                              " is not allocated in the pool");
+      }
+    }
+  }
+  step.groups.push_back(
+      StepGroup{nullptr, 1, length, sequence.offset, step.rows, &pool, &sequence});
+  step.ids.insert(step.ids.end(), tokens.begin(), tokens.end());
+  step.rows += length;
+}
+
+Tensor Qwen2Model::forward_pages(PagePool& pool, const std::vector<TokenIds>& tokens,
+                                 const std::vector<PagedSequence>& sequences) const {
+  const char* who = "Qwen2Model::forward_pages";
+  if (tokens.empty() || tokens.size() != sequences.size()) {
+    throw InvalidArgument(std::string(who) + ": " + std::to_string(tokens.size()) +
+                          " sequences of tokens and " + std::to_string(sequences.size()) +
+                          " page tables (need the same number, at least one)");
+  }
+  if (pool.num_kv_heads() != config_.num_key_value_heads || pool.head_dim() != config_.head_dim) {
+    throw InvalidArgument(std::string(who) + ": the pool's pages hold " +
+                          std::to_string(pool.num_kv_heads()) + " heads of " +
+                          std::to_string(pool.head_dim()) + ", the model has " +
+                          std::to_string(config_.num_key_value_heads) + " KV heads of " +
+                          std::to_string(config_.head_dim));
+  }
+  Step step;
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    add_paged_group(step, tokens[r], pool, sequences[r], who);
+  }
+  return run(step, /*last_only=*/true);
+}
+
+Tensor Qwen2Model::forward_paged(const std::vector<TokenIds>& tokens,
+                                 const std::vector<std::vector<PagedKvCache>*>& caches) const {
+  check_paged_sequences(tokens, caches);
+  // The caches take their pages for the new positions first (zeros, overwritten by the step), so
+  // the step only writes into pages it owns; a pool that runs out changes nothing.
+  std::vector<PagedSequence> sequences(tokens.size());
+  std::vector<PagedKvCache*> grown;
+  try {
+    for (size_t r = 0; r < tokens.size(); ++r) {
+      sequences[r].offset = (*caches[r])[0].offset();
+      const Tensor zeros({1, config_.num_key_value_heads, static_cast<int64_t>(tokens[r].size()),
+                          config_.head_dim});
+      for (PagedKvCache& cache : *caches[r]) {
+        cache.append(zeros, zeros);
+        grown.push_back(&cache);
+        sequences[r].pages.push_back(cache.page_ids());
+      }
+    }
+  } catch (const OutOfPages&) {
+    for (size_t i = 0; i < grown.size(); ++i) {
+      grown[i]->rewind(static_cast<int64_t>(tokens[i / layers_.size()].size()));
+    }
+    throw;
+  }
+  return forward_pages(*pool_, tokens, sequences);
 }
 
 Tensor Qwen2Model::layer_forward(const Layer& layer, const Tensor& x, const Step& step,

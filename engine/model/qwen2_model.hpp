@@ -42,6 +42,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +51,8 @@
 #include <tinyllm/ch1_4_rmsnorm_mlp/rmsnorm.hpp>
 #include <tinyllm/ch2_1_kv_cache/kv_cache.hpp>
 #include <tinyllm/ch2_1_kv_cache/language_model.hpp>
+#include <tinyllm/ch3_1_paged_kv_cache/page_pool.hpp>
+#include <tinyllm/ch3_1_paged_kv_cache/paged_language_model.hpp>
 
 #include "engine/kernels/weight_matrix.hpp"
 #include "engine/model/step.hpp"
@@ -72,9 +75,11 @@ struct EngineOptions {
   std::optional<WeightFormat> head_format;  // the head (and a tied table); default: see above
   int threads = 0;                          // 0: OpenMP's default
   Kernels kernels = Kernels::Fast;
+  int64_t page_size = 16;  // page_pool(): positions per page, and at most max_pages pages
+  int64_t max_pages = 0;   // (0: unbounded); the serving core's paged mode brings its own pool
 };
 
-class Qwen2Model : public LanguageModel {
+class Qwen2Model : public PagedLanguageModel {
  public:
   /// Loads an HF Qwen2 or Qwen2-MoE checkpoint (f32, bf16 or f16 on disk, as chapters 1.5 and 3.3
   /// load them) and converts each linear layer to options.weights. Errors: those of chapter 1.5's loader
@@ -95,6 +100,23 @@ class Qwen2Model : public LanguageModel {
                       std::vector<KvCache>& caches) const override;
   Tensor forward_sequences(const std::vector<TokenIds>& tokens,
                            const std::vector<std::vector<KvCache>*>& caches) const override;
+
+  /// Chapter 3.1's PagedLanguageModel: one step for R sequences on paged caches of page_pool(),
+  /// the same step as forward_sequences with each sequence's keys written into and read from its
+  /// pages in place (step.hpp, attention.hpp): logits bitwise equal to forward_sequences' for the
+  /// same steps. Errors: check_paged_sequences', OutOfPages before any work when the pool cannot
+  /// hold the new positions (the caches are left as they were), NumericalError.
+  PagePool& page_pool() const override { return *pool_; }
+  Tensor forward_paged(const std::vector<TokenIds>& tokens,
+                       const std::vector<std::vector<PagedKvCache>*>& caches) const override;
+  /// The serving core's paged step: R sequences whose page ids in `pool` (any pool of this
+  /// model's H and D) the caller manages, as its block manager does, each already covering the
+  /// new positions (step.hpp's PagedSequence) -> logits R x V of each sequence's last new
+  /// position. Errors, before any work: InvalidArgument for a count mismatch, a pool of other
+  /// H or D, a page list per layer missing, too few pages or a page the pool has not allocated;
+  /// forward_sequences' checks of the ids and the context; NumericalError.
+  Tensor forward_pages(PagePool& pool, const std::vector<TokenIds>& tokens,
+                       const std::vector<PagedSequence>& sequences) const;
 
   const EngineOptions& options() const { return options_; }
   /// "bf16", "q4 g64 (head q8)", "q4 g64 (mlx)": the weights, for reports.
@@ -131,6 +153,9 @@ class Qwen2Model : public LanguageModel {
   /// Checks a group's ids and caches (the errors of Qwen2ModelWeek2::forward) and adds it.
   void add_group(Step& step, const std::vector<TokenIds>& tokens, std::vector<KvCache>& caches,
                  const char* who) const;
+  /// Checks one paged sequence (forward_pages' errors) and adds it as a group of one row.
+  void add_paged_group(Step& step, const TokenIds& tokens, PagePool& pool,
+                       const PagedSequence& sequence, const char* who) const;
   /// Runs the step; logits of every activation row, or of step.last_rows() only.
   Tensor run(const Step& step, bool last_only) const;
   Tensor layer_forward(const Layer& layer, const Tensor& x, const Step& step, size_t index) const;
@@ -154,6 +179,7 @@ class Qwen2Model : public LanguageModel {
   std::optional<WeightMatrix> head_;  // V x E, untied checkpoints only
   std::optional<RMSNorm> norm_;
   RoPE rope_;
+  std::unique_ptr<PagePool> pool_;  // page_pool(): the model's cache memory, not its weights
 };
 
 }  // namespace tinyllm::engine

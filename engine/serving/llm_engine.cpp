@@ -18,6 +18,25 @@ int64_t budget_of(const LanguageModel& model, const ServingOptions& o) {
   return std::max<int64_t>(o.batch_size, 1) * model.config().max_position_embeddings;
 }
 
+std::optional<PagingOptions> paging_of(const LanguageModel& model, const ServingOptions& o) {
+  if (o.prefix_cache && !o.paged) {
+    throw InvalidArgument("LLMEngine: the prefix cache shares pages: it needs paged = true");
+  }
+  if (!o.paged) return std::nullopt;
+  if (o.kv_pages < 0 || o.page_size < 1) {
+    throw InvalidArgument(
+        "LLMEngine: page_size must be >= 1 and kv_pages >= 0 (0: the dense "
+        "budget's worth), got " +
+        std::to_string(o.page_size) + " and " + std::to_string(o.kv_pages));
+  }
+  int64_t pages = o.kv_pages;
+  if (pages == 0) {
+    const int64_t positions = budget_of(model, o);
+    pages = model.config().num_hidden_layers * ((positions + o.page_size - 1) / o.page_size);
+  }
+  return PagingOptions{o.page_size, pages, o.prefix_cache};
+}
+
 }  // namespace
 
 std::string finish_name(Finish finish) {
@@ -36,7 +55,8 @@ std::string finish_name(Finish finish) {
 
 LLMEngine::LLMEngine(const LanguageModel& model, ServingOptions options)
     : model_(model),
-      scheduler_(model, options.batch_size, options.prefill_chunk, budget_of(model, options)) {}
+      scheduler_(model, options.batch_size, options.prefill_chunk, budget_of(model, options),
+                 paging_of(model, options)) {}
 
 double LLMEngine::now() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -27,6 +28,13 @@ struct ServingOptions {
   int64_t batch_size = 4;      // requests decoding together
   int64_t prefill_chunk = 64;  // prompt tokens prefilled per iteration (chapter 2.7)
   int64_t kv_budget = 0;       // cached positions in all; 0: batch_size x the context (never binds)
+  // Paged caches (the engine's Qwen2Model only; scheduler.hpp): a pool of kv_pages pages of
+  // page_size positions (0: layers x ceil(kv_budget / page_size), as much as the dense budget),
+  // with the prefix cache if prefix_cache (which needs paged).
+  bool paged = false;
+  int64_t page_size = 16;
+  int64_t kv_pages = 0;
+  bool prefix_cache = false;
 };
 
 /// Totals over the engine's life, for reports and metrics.
@@ -41,11 +49,13 @@ using EventCallback = std::function<void(const RequestEvent&)>;
 
 class LLMEngine {
  public:
-  /// `model` must outlive the engine. InvalidArgument for options < 1 (kv_budget < 0).
+  /// `model` must outlive the engine. InvalidArgument for options < 1 (kv_budget, kv_pages < 0),
+  /// prefix_cache without paged, and the Scheduler's paged-mode errors.
   LLMEngine(const LanguageModel& model, ServingOptions options = {});
 
   /// Queues a request and returns its id; on_event (optional) gets its events as step() produces
-  /// them. Errors (nothing is queued): InvalidArgument, ContextLengthError (see Scheduler).
+  /// them. Errors (nothing is queued): InvalidArgument, ContextLengthError, OutOfPages (see
+  /// Scheduler).
   int64_t submit(const TokenIds& prompt, const SamplingParams& params, EventCallback on_event = {});
   /// One iteration of the scheduler; returns every request's events of it, in id order.
   std::vector<RequestEvent> step();
@@ -66,6 +76,11 @@ class LLMEngine {
   /// The slots and the request being prefilled after the last step (chapter 2.6's view).
   BatchProgress progress() const { return scheduler_.progress(); }
   const Scheduler& scheduler() const { return scheduler_; }
+  /// Paged mode: pages in use, the prefix cache's hits, preemptions (nullopt in dense mode).
+  std::optional<PagingStats> paging() const { return scheduler_.paging_stats(); }
+  /// Paged mode: evicts every cached free block, so that only pages of running requests stay in
+  /// use.
+  void clear_prefix_cache() { scheduler_.clear_prefix_cache(); }
   /// Seconds since the engine was made.
   double now() const;
 
