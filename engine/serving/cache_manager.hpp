@@ -2,8 +2,8 @@
 // it decides whether a request may start, given how many cached positions every running request
 // may grow to, and accounts for the memory in use. A request reserves prompt + max_tokens
 // positions (capped at the context) when it is admitted and gives them back when it finishes or is
-// cancelled, so admission never over-commits the budget. Chapter 3.1's paged cache will replace
-// the reservation by pages allocated as the sequence grows.
+// cancelled, so admission never over-commits the budget. The scheduler's paged mode replaces the
+// reservation by pages allocated as the sequence grows (block_manager.hpp).
 #pragma once
 
 #include <cstdint>
